@@ -1,0 +1,34 @@
+# `make demo` and `make test` each create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint format clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m pgrad.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check pgrad tests benchmarks
+	$(VENV)/bin/ruff format --check pgrad tests benchmarks
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pgrad tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pgrad tests benchmarks
+	$(VENV)/bin/ruff check --fix pgrad tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,34 @@
+"""Algorithms, grouped by how they estimate the policy gradient (see the package docs)."""
+
+from __future__ import annotations
+
+import importlib
+
+from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.errors import ConfigError
+
+# name -> "module:Class"; imported on first use so `pgrad list` and the CLI stay fast.
+REGISTRY: dict[str, str] = {
+    "reinforce": "pgrad.algorithms.score_function.reinforce:Reinforce",
+}
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The algorithm class registered under `name`; a one-line ConfigError for an unknown name."""
+    key = name.lower().replace("-", "_")
+    if key not in REGISTRY:
+        raise ConfigError(f"unknown algorithm '{name}' (known: {', '.join(sorted(REGISTRY))})")
+    module, cls = REGISTRY[key].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def list_algorithms() -> list[dict[str, str]]:
+    """Each algorithm with its estimator family and a one-line summary."""
+    rows = []
+    for name in REGISTRY:
+        cls = get_algorithm(name)
+        rows.append({"name": name, "family": cls.family, "summary": cls.summary})
+    return rows
+
+
+__all__ = ["REGISTRY", "Algorithm", "IterationResult", "get_algorithm", "list_algorithms"]

@@ -1,0 +1,54 @@
+"""The one shallow contract between an algorithm and the run harness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from pgrad.envs.gym import VecEnv
+from pgrad.policies.networks import Policy
+
+
+@dataclass
+class IterationResult:
+    """What one training iteration reports: scalar diagnostics and the episodes it finished."""
+
+    metrics: dict[str, float]
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+class Algorithm:
+    """Base of every algorithm: the harness builds it, calls `iteration` until the step budget is spent, and
+    saves/restores it through `state_dict`/`load_state_dict` (nested dicts of tensors and plain values).
+
+    Subclasses set the class attributes and own a `policy` the harness evaluates and saves.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type]
+    action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.Box)
+
+    policy: Policy
+
+    def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device):
+        self.config = config
+        self.envs = envs
+        self.seed = seed
+        self.device = device
+
+    def iteration(self, index: int) -> IterationResult:
+        """Collect experience with `self.envs` and update the parameters once (one batch)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError

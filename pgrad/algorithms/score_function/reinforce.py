@@ -1,0 +1,316 @@
+"""REINFORCE family: naive policy gradient, REINFORCE (reward-to-go) and REINFORCE with a baseline.
+
+Estimator (Williams 1992; the references' naive PG, causality and baseline slides), over M whole episodes:
+
+    ∇θJ ≈ 1/M Σ_i Σ_t ∇θ log πθ(a_t|s_t) · (Ψ_t − b_t)
+
+    Ψ_t = G(τ_i) = Σ_k γ^k r_k               --returns total         (naive PG: the whole return)
+    Ψ_t = G_t   = Σ_{t'≥t} γ^{t'−t} r_{t'}   --returns reward_to_go  (REINFORCE: causality)
+
+    b_t = 0                                     --baseline none
+        = mean of Ψ over the batch              --baseline mean
+        = mean of Ψ over steps at the same time-in-episode      --baseline per_step
+        = b_k = E[W_k S_k] / E[S_k²] per parameter k            --baseline optimal
+          (S = Σ_t ∇ log π, W = Σ_t ∇ log π · Ψ_t: the constant that minimises the estimator's variance)
+        = V_φ(s_t), a value network fitted to G_t   --baseline value
+
+Any baseline that does not depend on a_t leaves the estimate unbiased (E[∇ log π(a|s) b(s)] = 0); a good one
+lowers its variance. γ = 1 gives the undiscounted finite-horizon return. An episode cut by a time limit
+ends its returns there, or, with the value baseline and --bootstrap-truncated, adds γ V(final observation).
+
+Each update resets the envs (seeds derived from the run seed and the iteration) and collects exactly
+`episodes_per_update` whole episodes with the current policy (see `pgrad.run.rollout.collect_episodes`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.envs.gym import VecEnv
+from pgrad.errors import ConfigError
+from pgrad.estimators import (
+    episode_index,
+    mean_baseline,
+    normalize,
+    optimal_baseline,
+    per_step_mean_baseline,
+    reward_to_go,
+    total_return,
+)
+from pgrad.optim import make_optimizer
+from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.run.rollout import collect_episodes
+from pgrad.run.seeding import derive_seed
+from pgrad.types import Rollout
+
+
+@dataclass
+class Config:
+    """REINFORCE options (`pgrad train reinforce --help`)."""
+
+    num_envs: int = 4
+    """Sub-envs stepped together; each runs episodes_per_update / num_envs whole episodes per update."""
+    episodes_per_update: int = 8
+    """Episodes M in each batch (a multiple of num_envs)."""
+    gamma: float = 0.99
+    """Discount γ; 1.0 gives the undiscounted finite-horizon return."""
+    returns: Literal["total", "reward_to_go"] = "reward_to_go"
+    """Weight of each log-prob: the whole-episode return (naive PG) or the reward-to-go (REINFORCE)."""
+    baseline: Literal["none", "mean", "per_step", "optimal", "value"] = "value"
+    """Baseline subtracted from the returns (see the module docstring)."""
+    normalize_advantages: bool = False
+    """Standardise Ψ − b over the batch (a constant shift and a positive rescaling of the step)."""
+    bootstrap_truncated: bool = True
+    """With the value baseline: a time-limit cut adds γ V(final observation) to the return."""
+    lr: float = 1e-3
+    """Policy learning rate."""
+    optimizer: str = "adam"
+    """Optimiser for policy and value: sgd, adam, adamw, rmsprop."""
+    max_grad_norm: float = 0.0
+    """Clip the policy gradient to this global norm (0: no clipping)."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    value_lr: float = 1e-3
+    """Value-network learning rate (value baseline)."""
+    value_iters: int = 20
+    """Gradient steps fitting the value network on each batch (value baseline)."""
+    value_minibatches: int = 1
+    """Minibatches per value iteration."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy and value MLPs."""
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    """Hidden activation."""
+    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
+    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
+    bins: int = 11
+    """Bins per action dimension for the discretised policy."""
+    normalize_obs: bool = False
+    """Standardise observations with running statistics (saved in checkpoints, frozen in evaluation)."""
+
+
+def check_config(config: Config) -> None:
+    """One-line errors for invalid option values."""
+    if config.num_envs < 1 or config.episodes_per_update < 1:
+        raise ConfigError("num_envs and episodes_per_update must be >= 1")
+    if config.episodes_per_update % config.num_envs:
+        raise ConfigError(
+            f"episodes_per_update ({config.episodes_per_update}) must be a multiple of num_envs "
+            f"({config.num_envs}): each sub-env runs the same number of whole episodes"
+        )
+    if not 0.0 <= config.gamma <= 1.0:
+        raise ConfigError(f"gamma must be in [0, 1], got {config.gamma}")
+    if config.baseline == "optimal" and config.normalize_advantages:
+        raise ConfigError(
+            "baseline 'optimal' sets its own per-parameter baseline; drop --normalize-advantages"
+        )
+    if config.value_iters < 0 or config.value_minibatches < 1:
+        raise ConfigError("value_iters must be >= 0 and value_minibatches >= 1")
+
+
+def weights(rollout: Rollout, config: Config, next_values: torch.Tensor | None) -> torch.Tensor:
+    """Ψ_t of every step [T, N]: the whole-episode return or the reward-to-go."""
+    if config.returns == "total":
+        return total_return(rollout.rewards, rollout.terminated, rollout.truncated, config.gamma)
+    return reward_to_go(rollout.rewards, rollout.terminated, rollout.truncated, config.gamma, next_values)
+
+
+def flat_grad(outputs: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Jacobian [len(outputs), P] of a vector of scalars w.r.t. all parameters (one batched backward)."""
+    eye = torch.eye(len(outputs), dtype=outputs.dtype, device=outputs.device)
+    grads = torch.autograd.grad(outputs, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+    return torch.cat(
+        [
+            (g if g is not None else outputs.new_zeros(len(outputs), *p.shape)).reshape(len(outputs), -1)
+            for g, p in zip(grads, params, strict=True)
+        ],
+        dim=1,
+    )
+
+
+class Reinforce(Algorithm):
+    name = "reinforce"
+    family = "score function"
+    summary = "naive PG / REINFORCE: Σ ∇log π · (G − b), b ∈ {none, mean, per-step, optimal, learned V}"
+    Config = Config
+
+    def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device):
+        super().__init__(config, envs, seed, device)
+        check_config(config)
+        head_options = {"bins": config.bins} if config.policy == "discretised" else {}
+        self.policy = Policy(
+            envs.obs_dim,
+            envs.single_action_space,
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            head=config.policy,
+            normalize_obs=config.normalize_obs,
+            **head_options,
+        ).to(device)
+        self.policy_optimizer = make_optimizer(config.optimizer, self.policy.parameters(), config.lr)
+        self.value: ValueNetwork | None = None
+        if config.baseline == "value":
+            self.value = ValueNetwork(
+                envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
+            ).to(device)
+            self.value_optimizer = make_optimizer(config.optimizer, self.value.parameters(), config.value_lr)
+
+    # -- one update -----------------------------------------------------------------------------------------
+    def iteration(self, index: int) -> IterationResult:
+        config = self.config
+        rollout = collect_episodes(
+            self.envs,
+            self.policy,
+            config.episodes_per_update // config.num_envs,
+            derive_seed(self.seed, "train", index),
+        )
+        mask = rollout.mask
+        next_values = None
+        if self.value is not None and config.bootstrap_truncated:
+            with torch.no_grad():
+                next_values = self.value(rollout.next_obs)
+        psi = weights(rollout, config, next_values)
+        episode_id, step_in_episode = episode_index(rollout.terminated, rollout.truncated)
+        _, episode_of_step = torch.unique(episode_id[mask], return_inverse=True)
+        num_episodes = int(episode_of_step.max()) + 1
+
+        obs, actions = rollout.obs[mask], rollout.actions[mask]
+        metrics: dict[str, float] = {}
+        if config.baseline == "optimal":
+            metrics.update(
+                self._optimal_baseline_step(obs, actions, psi[mask], episode_of_step, num_episodes)
+            )
+        else:
+            advantages = psi - self._baseline(rollout, psi, step_in_episode)
+            advantages = advantages[mask]
+            if config.normalize_advantages:
+                advantages = normalize(advantages)
+            metrics.update(self._policy_step(obs, actions, advantages, num_episodes))
+        metrics.update(self._diagnostics(obs, actions, rollout.log_probs[mask]))
+        if self.value is not None:
+            metrics.update(self._fit_value(obs, psi[mask]))
+        if config.normalize_obs:  # after the update, so acting and the gradient used the same statistics
+            self.policy.normalizer.update(obs)
+            if self.value is not None:
+                self.value.normalizer.update(obs)
+        return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
+
+    def _baseline(self, rollout: Rollout, psi: torch.Tensor, step_in_episode: torch.Tensor) -> torch.Tensor:
+        kind = self.config.baseline
+        if kind == "none":
+            return torch.zeros_like(psi)
+        if kind == "mean":
+            return mean_baseline(psi, rollout.mask).expand_as(psi)
+        if kind == "per_step":
+            return per_step_mean_baseline(psi, step_in_episode, rollout.mask)
+        with torch.no_grad():  # value: fitted on earlier batches only, so b(s) is independent of this batch
+            return self.value(rollout.obs)
+
+    def _policy_step(
+        self, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, num_episodes: int
+    ) -> dict[str, float]:
+        dist = self.policy.distribution(obs)
+        log_prob = dist.log_prob(actions)
+        # Sum over steps, mean over episodes: the gradient of this loss is −ĝ exactly.
+        policy_loss = -(log_prob * advantages).sum() / num_episodes
+        entropy = dist.entropy().mean()
+        loss = policy_loss - self.config.ent_coef * entropy
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = self._clip_and_step()
+        return {
+            "loss/policy": policy_loss.item(),
+            "stats/entropy": entropy.item(),
+            "stats/grad_norm": grad_norm,
+            "stats/advantage_mean": float(advantages.mean()),
+            "stats/advantage_std": float(advantages.std()) if len(advantages) > 1 else 0.0,
+        }
+
+    def _optimal_baseline_step(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        psi: torch.Tensor,
+        episode: torch.Tensor,
+        num_episodes: int,
+    ) -> dict[str, float]:
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        dist = self.policy.distribution(obs)
+        log_prob = dist.log_prob(actions)
+        zeros = log_prob.new_zeros(num_episodes)
+        score_sums = zeros.index_add(0, episode, log_prob)  # Σ_t log π per episode → S_i after ∇
+        weighted = zeros.index_add(0, episode, log_prob * psi)  # Σ_t Ψ_t log π per episode → W_i after ∇
+        jac = flat_grad(torch.cat([score_sums, weighted]), params)
+        S, W = jac[:num_episodes], jac[num_episodes:]
+        b = optimal_baseline(S, W)
+        grad_J = (W - b * S).mean(0)
+        entropy = dist.entropy().mean()
+        self.policy_optimizer.zero_grad(set_to_none=True)
+        if self.config.ent_coef:
+            (-self.config.ent_coef * entropy).backward()
+        offset = 0
+        for p in params:
+            g = -grad_J[offset : offset + p.numel()].view_as(p)
+            p.grad = g if p.grad is None else p.grad + g
+            offset += p.numel()
+        grad_norm = self._clip_and_step()
+        return {
+            "stats/entropy": entropy.item(),
+            "stats/grad_norm": grad_norm,
+            "stats/baseline_mean": float(b.mean()),
+        }
+
+    def _clip_and_step(self) -> float:
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
+        self.policy_optimizer.step()
+        return float(grad_norm)
+
+    @torch.no_grad()
+    def _diagnostics(
+        self, obs: torch.Tensor, actions: torch.Tensor, old_log_prob: torch.Tensor
+    ) -> dict[str, float]:
+        log_ratio = self.policy.distribution(obs).log_prob(actions) - old_log_prob
+        # k3 estimator of KL(π_old ‖ π_new) (Schulman 2020): unbiased and always ≥ 0.
+        approx_kl = (log_ratio.exp() - 1 - log_ratio).mean()
+        return {"stats/approx_kl": float(approx_kl)}
+
+    def _fit_value(self, obs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        assert self.value is not None
+        with torch.no_grad():
+            before = self.value(obs)
+        batch = len(obs)
+        size = max(1, batch // self.config.value_minibatches)
+        loss = torch.zeros(())
+        for _ in range(self.config.value_iters):
+            order = torch.randperm(batch, device=obs.device)
+            for start in range(0, batch, size):
+                rows = order[start : start + size]
+                loss = 0.5 * (self.value(obs[rows]) - targets[rows]).pow(2).mean()
+                self.value_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.value_optimizer.step()
+        var = targets.var() if batch > 1 else torch.zeros(())
+        explained = 1 - (targets - before).var() / var if var > 0 else torch.tensor(float("nan"))
+        return {"loss/value": float(loss), "stats/explained_variance": float(explained)}
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "policy": self.policy.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+        }
+        if self.value is not None:
+            state["value"] = self.value.state_dict()
+            state["value_optimizer"] = self.value_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        if self.value is not None:
+            self.value.load_state_dict(state["value"])
+            self.value_optimizer.load_state_dict(state["value_optimizer"])

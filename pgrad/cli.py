@@ -1,0 +1,209 @@
+"""Command line: `pgrad train|eval|resume|list`. Flags come from the dataclass configs through tyro.
+
+    pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
+    pgrad eval DIR --episodes K [--deterministic]
+    pgrad resume DIR [--total-steps N]
+    pgrad list
+
+Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
+and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Generic, TypeVar
+
+import tyro
+
+from pgrad.errors import ConfigError, PgradError
+from pgrad.run.trainer import RunConfig
+
+C = TypeVar("C")
+USAGE = """usage: pgrad {train,eval,resume,list} ...
+
+  pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
+  pgrad eval DIR --episodes K [--deterministic]
+  pgrad resume DIR [--total-steps N]
+  pgrad list                      algorithms and how each estimates the policy gradient
+
+`pgrad train ALGO --help` lists an algorithm's flags."""
+
+
+@dataclasses.dataclass
+class TrainArgs(Generic[C]):
+    """Train an algorithm: run options, then the algorithm's own."""
+
+    run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes]
+    algo: Annotated[C, tyro.conf.OmitArgPrefixes]
+
+
+@dataclasses.dataclass
+class EvalArgs:
+    """Evaluate a run's latest checkpoint; prints one JSON line."""
+
+    episodes: int = 10
+    """Number of episodes."""
+    deterministic: bool = False
+    """Act with the distribution's mode instead of sampling."""
+    seed: int = 0
+    """Seed of the evaluation envs."""
+    env: str | None = None
+    """Env id to evaluate on (default: the run's)."""
+
+
+@dataclasses.dataclass
+class ResumeArgs:
+    """Continue a run from its latest checkpoint."""
+
+    total_steps: int | None = None
+    """New step budget (default: the run's)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _parse(cls, args: Sequence[str], prog: str, default=None):
+    """tyro parsing whose errors become one line; unknown flags are refused by name."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed, unknown = tyro.cli(
+                cls,
+                args=list(args),
+                prog=prog,
+                return_unknown_args=True,
+                default=default,
+                use_underscores=False,
+            )
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        raise ConfigError(f"{_one_line(captured.getvalue())} (see `{prog} --help`)") from None
+    if unknown:
+        raise ConfigError(f"unknown option(s) {' '.join(unknown)} for `{prog}` (see `{prog} --help`)")
+    return parsed
+
+
+def _one_line(text: str) -> str:
+    """The first message lines of tyro's boxed error, joined."""
+    lines = []
+    for raw in text.splitlines():
+        line = re.sub(r"[\u2500-\u257f]", "", raw).strip()
+        if not line or line.startswith(
+            ("Value error", "Invalid choice", "Parsing error", "Required options")
+        ):
+            continue
+        if line.startswith(("For full helptext", "Argument helptext", "usage:")):
+            break
+        lines.append(line)
+    return " ".join(lines) or "invalid arguments"
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from pgrad.algorithms import get_algorithm
+    from pgrad.run.trainer import Trainer
+
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in ("-h", "--help"):
+            print(USAGE)
+            return 0
+        raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
+    cls = get_algorithm(argv[0])
+
+    args = _parse(
+        TrainArgs[cls.Config],
+        argv[1:],
+        f"pgrad train {cls.name}",
+        default=TrainArgs(RunConfig(), cls.Config()),
+    )
+    summary = Trainer(cls.name, args.algo, args.run).run()
+    print(json.dumps(_summary_line(summary)))
+    return 0
+
+
+def _summary_line(summary: dict) -> dict:
+    ev = summary.get("eval") or {}
+    return {
+        "run_dir": summary["run_dir"],
+        "global_step": summary["global_step"],
+        "wall_time": round(summary["wall_time"], 2),
+        "mean_return": ev.get("mean_return"),
+        "std_return": ev.get("std_return"),
+        "episodes": ev.get("episodes"),
+    }
+
+
+def _run_dir_and_rest(argv: Sequence[str], command: str) -> tuple[str, list[str]]:
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in ("-h", "--help"):
+            return "", list(argv)
+        raise ConfigError(f"`pgrad {command}` needs a run folder first")
+    return argv[0], list(argv[1:])
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    from pgrad.api import evaluate
+
+    run_dir, rest = _run_dir_and_rest(argv, "eval")
+    args = _parse(EvalArgs, rest, "pgrad eval DIR")
+    result = evaluate(
+        run_dir, env=args.env, episodes=args.episodes, deterministic=args.deterministic, seed=args.seed
+    )
+    print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "episodes")}))
+    return 0
+
+
+def cmd_resume(argv: Sequence[str]) -> int:
+    from pgrad.api import resume
+
+    run_dir, rest = _run_dir_and_rest(argv, "resume")
+    args = _parse(ResumeArgs, rest, "pgrad resume DIR")
+    summary = resume(run_dir, total_steps=args.total_steps, progress=args.progress)
+    print(json.dumps(_summary_line(summary)))
+    return 0
+
+
+def cmd_list(argv: Sequence[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pgrad.algorithms import list_algorithms
+
+    if argv:
+        raise ConfigError(f"`pgrad list` takes no arguments, got {' '.join(argv)}")
+    table = Table("algorithm", "estimator family", "estimate of ∇θJ")
+    for row in list_algorithms():
+        table.add_row(row["name"], row["family"], row["summary"])
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "resume": cmd_resume, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command not in COMMANDS:
+            raise ConfigError(f"unknown command '{command}' (commands: {', '.join(COMMANDS)})")
+        return COMMANDS[command](rest)
+    except PgradError as exc:
+        print(f"pgrad: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pgrad: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

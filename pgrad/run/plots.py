@@ -1,0 +1,43 @@
+"""Learning-curve plots from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgrad.run.logger import read_metrics
+
+
+def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Plot training episode return (mean per iteration) and evaluation return against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    path = Path(path) if path is not None else Path(run_dir) / "learning_curve.png"
+    train = [
+        (r["global_step"], r["charts/episode_return"])
+        for r in records
+        if r.get("charts/episode_return") is not None
+    ]
+    evals = [
+        (r["global_step"], r["eval/mean_return"], r.get("eval/std_return") or 0.0)
+        for r in records
+        if "eval/mean_return" in r
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train (mean episode return)", alpha=0.7)
+    if evals:
+        steps, means, stds = zip(*evals, strict=True)
+        ax.errorbar(steps, means, yerr=stds, fmt="o-", capsize=3, label="eval (deterministic)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(Path(run_dir).name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,95 @@
+"""Collecting on-policy experience from a `VecEnv` into preallocated time-major tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pgrad.envs.gym import VecEnv
+from pgrad.errors import EnvError
+from pgrad.policies.networks import Policy
+from pgrad.types import Rollout
+
+
+class _Buffer:
+    """Time-major tensors that double their capacity when full (episode lengths are not known ahead)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.data: dict[str, torch.Tensor] = {}
+
+    def write(self, t: int, **values: torch.Tensor) -> None:
+        if not self.data:
+            for k, v in values.items():
+                self.data[k] = torch.empty((self.capacity, *v.shape), dtype=v.dtype, device=v.device)
+        if t >= self.capacity:
+            for k, v in self.data.items():
+                self.data[k] = torch.cat([v, torch.empty_like(v)])
+            self.capacity *= 2
+        for k, v in values.items():
+            self.data[k][t] = v
+
+    def view(self, length: int) -> dict[str, torch.Tensor]:
+        return {k: v[:length] for k, v in self.data.items()}
+
+
+def collect_episodes(
+    envs: VecEnv,
+    policy: Policy,
+    episodes_per_env: int,
+    seed: int,
+    max_steps: int = 100_000,
+) -> Rollout:
+    """Reset every sub-env with `seed` and run until each has finished `episodes_per_env` whole episodes.
+
+    Each sub-env contributes exactly its first `episodes_per_env` episodes, so the batch is N·k complete
+    episodes drawn from the current policy (stopping at "the first M episodes to finish" would favour short
+    ones). Steps a sub-env takes after its quota are left out through `mask`, but they are env steps all the
+    same and count in `envs.global_step`.
+    """
+    obs = envs.reset(seed=seed)
+    n = envs.num_envs
+    finished = torch.zeros(n, dtype=torch.long, device=obs.device)
+    buffer = _Buffer(capacity=256)
+    returns: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    t = 0
+    while True:
+        with torch.inference_mode():
+            dist = policy.distribution(obs)
+            sample = dist.sample()
+            log_prob = dist.log_prob(sample)
+            env_action = policy.head.to_env_action(sample)
+        step, episodes = envs.step(env_action)
+        counts = finished < episodes_per_env
+        buffer.write(
+            t,
+            obs=obs,
+            actions=sample,
+            log_probs=log_prob,
+            rewards=step.reward,
+            terminated=step.terminated,
+            truncated=step.truncated,
+            next_obs=step.final_obs,
+            mask=counts,
+        )
+        if len(episodes.env_index):
+            keep = counts[torch.as_tensor(episodes.env_index, device=counts.device)].cpu().numpy()
+            returns.append(episodes.returns[keep])
+            lengths.append(episodes.lengths[keep])
+        finished += step.terminated | step.truncated
+        t += 1
+        if bool((finished >= episodes_per_env).all()):
+            break
+        if t >= max_steps:
+            raise EnvError(
+                f"env '{envs.label}': an episode has not ended after {max_steps} steps; "
+                "give the env a time limit (max_episode_steps)"
+            )
+        obs = step.next_obs
+    data = buffer.view(t)
+    return Rollout(
+        **data,
+        episode_returns=np.concatenate(returns) if returns else np.zeros(0),
+        episode_lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+    )

@@ -1,0 +1,312 @@
+"""The training loop every algorithm shares: seeding, iterations, metrics, evaluation, checkpoints, resume.
+
+A run lives in one folder:
+    run.json            algorithm, run options and algorithm config (what `pgrad resume` rebuilds from)
+    metrics.jsonl       one JSON record per iteration (plus evaluation fields when one ran)
+    tb/                 TensorBoard scalars (same names as metrics.jsonl)
+    checkpoints/        safetensors + JSON, written atomically (see pgrad.run.checkpoint)
+    learning_curve.png  train and eval return against env steps
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pgrad.algorithms import Algorithm, get_algorithm
+from pgrad.envs.gym import EnvFactory, VecEnv, env_label, space_to_dict
+from pgrad.errors import ConfigError
+from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_checkpoint
+from pgrad.run.evaluate import evaluate_policy
+from pgrad.run.logger import MetricsLogger, truncate_metrics
+from pgrad.run.plots import plot_learning_curve
+from pgrad.run.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunConfig:
+    """Options of a training run that do not depend on the algorithm."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium env id; `module:EnvName-vN` imports `module` first (where a custom env registers itself)."""
+    total_steps: int = 100_000
+    """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
+    seed: int = 0
+    """Run seed: derives python, numpy, torch and every env seed."""
+    run_dir: str | None = None
+    """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
+    eval_every: int = 25_000
+    """Evaluate every this many env steps on separate envs (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (0: never evaluate)."""
+    target_return: float | None = None
+    """Stop early once an evaluation's mean return reaches this (None: train for total_steps)."""
+    eval_deterministic: bool = True
+    """Evaluate the distribution's mode rather than sampled actions."""
+    checkpoint_every: int = 50_000
+    """Write a checkpoint every this many env steps (one is always written at the end)."""
+    keep_checkpoints: int = 3
+    """How many recent checkpoints to keep."""
+    threads: int = 1
+    """torch CPU threads (1 is fastest for small networks and makes runs bitwise reproducible)."""
+    device: str = "cpu"
+    """torch device for networks and rollouts."""
+    progress: bool = True
+    """Show a progress bar with live return and steps/s."""
+    tensorboard: bool = True
+    """Also write TensorBoard scalars to run_dir/tb."""
+
+
+def _check_run_config(run: RunConfig) -> None:
+    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every"):
+        if getattr(run, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
+    if run.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {run.threads}")
+    if run.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1, got {run.keep_checkpoints}")
+
+
+def _progress(enabled: bool, total: int, label: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} steps"),
+        TextColumn("return {task.fields[ret]}"),
+        TextColumn("{task.fields[sps]} steps/s"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+    task = progress.add_task(label, total=total, ret="-", sps="-")
+    return progress, task
+
+
+class Trainer:
+    """Builds the envs and the algorithm, runs iterations until the step budget is spent, logs, evaluates
+    and checkpoints. `Trainer(...).run()` is what `pgrad.train` and `pgrad resume` call."""
+
+    def __init__(
+        self,
+        algorithm: str,
+        algo_config: Any,
+        run: RunConfig,
+        env: str | EnvFactory | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        resume: bool = False,
+    ):
+        _check_run_config(run)
+        self.cls: type[Algorithm] = get_algorithm(algorithm)
+        self.algo_config = algo_config
+        self.run_config = run
+        self.env = env if env is not None else run.env
+        self.env_kwargs = dict(env_kwargs or {})
+        self.label = env_label(self.env)
+        torch.set_num_threads(run.threads)
+        self.device = torch.device(run.device)
+        default_dir = f"runs/{self.cls.name}-{self.label.replace(':', '_').replace('/', '_')}-s{run.seed}"
+        self.run_dir = Path(run.run_dir or f"{default_dir}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.checkpoints = self.run_dir / "checkpoints"
+        if not resume and (self.checkpoints / "latest.json").exists():
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; continue it with `pgrad resume {self.run_dir}` "
+                "or choose another --run-dir"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        seed_everything(run.seed)
+        self.envs = VecEnv(
+            self.env,
+            algo_config.num_envs,
+            algorithm=self.cls.name,
+            env_kwargs=self.env_kwargs,
+            action_spaces=self.cls.action_spaces,
+            device=self.device,
+        )
+        self.algo = self.cls(algo_config, self.envs, run.seed, self.device)
+        self.iteration = 0
+        self.wall_time = 0.0
+        self.eval_index = 0
+        self.next_eval = run.eval_every if run.eval_every > 0 else None
+        self.next_checkpoint = run.checkpoint_every if run.checkpoint_every > 0 else None
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        if resume:
+            self._restore()
+        else:
+            self._write_run_file()
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def _write_run_file(self) -> None:
+        payload = {
+            "algorithm": self.cls.name,
+            "env": self.label,
+            "env_is_id": isinstance(self.env, str),
+            "env_kwargs": self.env_kwargs,
+            "run": dataclasses.asdict(self.run_config),
+            "config": dataclasses.asdict(self.algo_config),
+        }
+        try:
+            text = json.dumps(payload, indent=1)
+        except TypeError as exc:
+            raise ConfigError(
+                f"run options must be JSON-serialisable to be saved in {RUN_FILE}: {exc}"
+            ) from None
+        tmp = self.run_dir / f".{RUN_FILE}.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.run_dir / RUN_FILE)
+
+    def _state(self) -> dict[str, Any]:
+        rng_meta, rng_tensors = rng_state()
+        return {
+            "algorithm": self.algo.state_dict(),
+            "rng": {"meta": rng_meta, "tensors": rng_tensors},
+            "trainer": {
+                "global_step": self.envs.global_step,
+                "iteration": self.iteration,
+                "wall_time": self.wall_time,
+                "eval_index": self.eval_index,
+                "next_eval": self.next_eval,
+                "next_checkpoint": self.next_checkpoint,
+                "recent_returns": list(self.recent_returns),
+            },
+            "policy": {
+                "spec": self.algo.policy.spec(),
+                "observation_space": space_to_dict(self.envs.single_observation_space),
+                "action_space": space_to_dict(self.envs.single_action_space),
+                "algorithm": self.cls.name,
+                "env": self.label,
+            },
+        }
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.checkpoints, self.envs.global_step, self._state(), keep=self.run_config.keep_checkpoints
+        )
+
+    def _restore(self) -> None:
+        state, step = load_checkpoint(latest_checkpoint(self.checkpoints))
+        self.algo.load_state_dict(state["algorithm"])
+        set_rng_state(state["rng"]["meta"], state["rng"]["tensors"])
+        t = state["trainer"]
+        self.envs.global_step = int(t["global_step"])
+        self.iteration = int(t["iteration"])
+        self.wall_time = float(t["wall_time"])
+        self.eval_index = int(t["eval_index"])
+        self.next_eval = t["next_eval"]
+        self.next_checkpoint = t["next_checkpoint"]
+        self.recent_returns.extend(t["recent_returns"])
+        truncate_metrics(self.run_dir, step)
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        run = self.run_config
+        result = evaluate_policy(
+            self.algo.policy,
+            self.env,
+            episodes=run.eval_episodes,
+            deterministic=run.eval_deterministic,
+            seed=derive_seed(run.seed, "eval", self.eval_index),
+            env_kwargs=self.env_kwargs,
+        )
+        self.eval_index += 1
+        return result
+
+    def _iteration(self) -> dict[str, Any]:
+        """One algorithm iteration; returns its metrics record."""
+        start_step, start = self.envs.global_step, time.perf_counter()
+        result = self.algo.iteration(self.iteration)
+        elapsed = time.perf_counter() - start
+        self.wall_time += elapsed
+        self.iteration += 1
+        self.recent_returns.extend(result.episode_returns.tolist())
+        step = self.envs.global_step
+        record: dict[str, Any] = {
+            "global_step": step,
+            "iteration": self.iteration,
+            "time": round(self.wall_time, 4),
+            "charts/sps": (step - start_step) / max(elapsed, 1e-9),
+            "charts/episodes": len(result.episode_returns),
+        }
+        if len(result.episode_returns):
+            record["charts/episode_return"] = float(np.mean(result.episode_returns))
+            record["charts/episode_return_std"] = float(np.std(result.episode_returns))
+            record["charts/episode_length"] = float(np.mean(result.episode_lengths))
+        record.update(result.metrics)
+        return record
+
+    def _evaluate_into(self, record: dict[str, Any]) -> dict[str, Any]:
+        result = self.evaluate()
+        result["global_step"] = record["global_step"]
+        record["eval/mean_return"] = result["mean_return"]
+        record["eval/std_return"] = result["std_return"]
+        return result
+
+    def run(self) -> dict[str, Any]:
+        """Train until `total_steps` (or `target_return`); returns a summary with the final evaluation."""
+        run = self.run_config
+        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
+        progress, task = _progress(run.progress, run.total_steps, f"{self.cls.name} {self.label}")
+        last_eval: dict[str, Any] | None = None
+        saved_at = -1
+        reached = False
+        try:
+            with progress:
+                progress.update(task, completed=min(self.envs.global_step, run.total_steps))
+                while self.envs.global_step < run.total_steps and not reached:
+                    record = self._iteration()
+                    step = record["global_step"]
+                    if self.next_eval is not None and step >= self.next_eval and run.eval_episodes > 0:
+                        last_eval = self._evaluate_into(record)
+                        while self.next_eval <= step:
+                            self.next_eval += run.eval_every
+                        reached = (
+                            run.target_return is not None and last_eval["mean_return"] >= run.target_return
+                        )
+                    logger.log(record)
+                    if self.next_checkpoint is not None and step >= self.next_checkpoint:
+                        self.save()
+                        saved_at = step
+                        while self.next_checkpoint <= step:
+                            self.next_checkpoint += run.checkpoint_every
+                    recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
+                    sps = f"{record['charts/sps']:,.0f}"
+                    progress.update(task, completed=min(step, run.total_steps), ret=recent, sps=sps)
+                step = self.envs.global_step
+                if run.eval_episodes > 0 and (last_eval is None or last_eval["global_step"] != step):
+                    record = {"global_step": step}
+                    last_eval = self._evaluate_into(record)
+                    logger.log(record)
+                if saved_at != step:
+                    self.save()
+        finally:
+            logger.close()
+            self.envs.close()
+        plot_learning_curve(self.run_dir)
+        return {
+            "run_dir": str(self.run_dir),
+            "global_step": self.envs.global_step,
+            "iterations": self.iteration,
+            "wall_time": self.wall_time,
+            "target_reached": reached,
+            "eval": last_eval,
+        }
+
+
+def read_run_file(run_dir: str | Path) -> dict[str, Any]:
+    """The run.json of a run folder, with a one-line error when it is missing or corrupted."""
+    path = Path(run_dir) / RUN_FILE
+    data = read_json(path)
+    if not isinstance(data, dict) or "algorithm" not in data:
+        raise ConfigError(f"{path}: not a pgrad run file")
+    return data
