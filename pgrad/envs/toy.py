@@ -48,17 +48,19 @@ class CountingEnv(gym.Env):
 
 
 class FaultyEnv(gym.Env):
-    """Breaks Gymnasium's contract at episode step `at_step`: a NaN reward, an inf observation, or an old
-    4-tuple from step()."""
+    """Breaks Gymnasium's contract on its `at_step`-th step (counted over all its episodes): a NaN reward,
+    an inf observation, or an old 4-tuple from step(). Episodes are truncated after `episode_length` steps."""
 
-    def __init__(self, fault: str = "nan_reward", at_step: int = 3):
+    def __init__(self, fault: str = "nan_reward", at_step: int = 3, episode_length: int = 50):
         if fault not in ("nan_reward", "inf_obs", "four_tuple"):
             raise ValueError(f"unknown fault {fault}")
         self.observation_space = spaces.Box(-10, 10, shape=(3,), dtype=np.float32)
         self.action_space = spaces.Discrete(2)
         self.fault = fault
         self.at_step = at_step
+        self.episode_length = episode_length
         self.t = 0
+        self.total = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -67,12 +69,13 @@ class FaultyEnv(gym.Env):
 
     def step(self, action):
         self.t += 1
+        self.total += 1
         obs, reward = np.full(3, 0.1 * self.t, dtype=np.float32), 1.0
-        if self.t == self.at_step:
+        if self.total == self.at_step:
             if self.fault == "nan_reward":
                 reward = float("nan")
             elif self.fault == "inf_obs":
                 obs[1] = np.inf
             else:
                 return obs, reward, False, {}
-        return obs, reward, False, self.t >= 50, {}
+        return obs, reward, False, self.t >= self.episode_length, {}

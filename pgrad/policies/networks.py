@@ -1,0 +1,336 @@
+"""Networks: MLP builder, observation normaliser, stochastic/deterministic policies and value functions.
+
+``Policy``: obs → optional `RunningNormalizer` → MLP trunk → policy head (`pgrad.policies.distributions`).
+``ValueNetwork``: obs → optional `RunningNormalizer` → MLP → scalar. Both have ``spec()`` (JSON) and
+``from_spec(spec)``; ``from_spec(m.spec())`` followed by ``load_state_dict(m.state_dict())`` reproduces ``m``
+exactly (normaliser statistics included: they are buffers in the state_dict).
+
+Observations are cast to the module's floating dtype and must be flat vectors ``[..., obs_dim]``.
+The normaliser is never updated implicitly: call ``module.normalizer.update(obs)`` when appropriate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from pgrad.errors import ConfigError
+from pgrad.policies.distributions import PolicyHead, head_from_spec, make_head
+
+__all__ = ["ACTIVATIONS", "Policy", "RunningNormalizer", "ValueNetwork", "mlp"]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+}
+
+
+def _check_sizes(hidden_sizes: Sequence[int], what: str) -> tuple[int, ...]:
+    if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence):
+        raise ConfigError(f"{what}: hidden_sizes must be a sequence of ints, got {hidden_sizes!r}")
+    sizes = tuple(hidden_sizes)
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
+        raise ConfigError(f"{what}: hidden_sizes must be positive ints, got {list(sizes)}")
+    return sizes
+
+
+def mlp(
+    in_features: int,
+    hidden_sizes: Sequence[int],
+    out_features: int | None = None,
+    activation: str = "tanh",
+    layer_norm: bool = False,
+    *,
+    hidden_gain: float = math.sqrt(2.0),
+    output_gain: float = 1.0,
+) -> nn.Sequential:
+    r"""Multi-layer perceptron ``[Linear → (LayerNorm) → act] × len(hidden_sizes) → (Linear)``.
+
+    Hidden layers: orthogonal weights with gain ``hidden_gain`` (√2, the usual PG choice), zero biases.
+    The output Linear (only when ``out_features`` is given) uses gain ``output_gain``. With no hidden
+    layers and no output the result is an empty Sequential (identity).
+
+    Args:
+        activation: ``"tanh"``, ``"relu"``, ``"elu"`` or ``"silu"``.
+        layer_norm: insert ``LayerNorm`` after each hidden Linear (before the activation).
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"mlp: unknown activation {activation!r} (choose from {', '.join(ACTIVATIONS)})")
+    sizes = _check_sizes(hidden_sizes, "mlp")
+    if int(in_features) < 1:
+        raise ConfigError(f"mlp: in_features must be >= 1, got {in_features}")
+    layers: list[nn.Module] = []
+    last = int(in_features)
+    for h in sizes:
+        linear = nn.Linear(last, h)
+        nn.init.orthogonal_(linear.weight, gain=hidden_gain)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(ACTIVATIONS[activation]())
+        last = h
+    if out_features is not None:
+        if int(out_features) < 1:
+            raise ConfigError(f"mlp: out_features must be >= 1, got {out_features}")
+        linear = nn.Linear(last, int(out_features))
+        nn.init.orthogonal_(linear.weight, gain=output_gain)
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+    return nn.Sequential(*layers)
+
+
+class RunningNormalizer(nn.Module):
+    r"""Running mean/variance of observations and the normalisation using them.
+
+    Statistics are float64 buffers ``count`` (scalar), ``mean`` and ``var`` (population variance), all in
+    the state_dict. They stay float64 even under ``.float()``/``.half()``/``.to(dtype)`` of a parent
+    module. Before the first update, mean = 0 and var = 1.
+
+    ``update(x)`` merges a batch (Chan et al. parallel algorithm): with batch count m, mean
+    :math:`\bar x_b`, variance :math:`v_b`, :math:`\delta = \bar x_b - \bar x`, :math:`N = n + m`:
+
+    .. math::
+        \bar x \leftarrow \bar x + \delta\,\tfrac{m}{N}, \qquad
+        v \leftarrow \frac{n v + m v_b + \delta^2 \tfrac{n m}{N}}{N}
+
+    ``forward(x)`` = :math:`\operatorname{clamp}((x - \bar x)/\sqrt{v + \epsilon}, -c, c)`, in ``x``'s
+    dtype (``eps`` floors the variance: constant features map to 0, never inf/NaN).
+    There is no frozen flag: the caller decides when to call ``update``.
+    """
+
+    count: Tensor
+    mean: Tensor
+    var: Tensor
+
+    def __init__(self, shape: int | Sequence[int], eps: float = 1e-8, clip: float = 10.0) -> None:
+        super().__init__()
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        if not (eps > 0 and clip > 0):
+            raise ConfigError(f"RunningNormalizer: eps and clip must be > 0, got eps={eps}, clip={clip}")
+        self.eps, self.clip = float(eps), float(clip)
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RunningNormalizer:
+        super()._apply(fn, recurse)
+        for name in ("count", "mean", "var"):  # device moves apply, dtype casts do not
+            buf = self._buffers[name]
+            if buf is not None and buf.dtype != torch.float64:
+                self._buffers[name] = buf.to(torch.float64)
+        return self
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Merge a batch ``x`` of shape ``[..., *shape]`` (any number of leading dims, >= 1 element)."""
+        n_event = len(self.shape)
+        if tuple(x.shape[x.dim() - n_event :]) != self.shape or x.dim() < n_event:
+            raise ConfigError(f"RunningNormalizer.update: expected [..., {self.shape}], got {tuple(x.shape)}")
+        batch = x.detach().to(device=self.mean.device, dtype=torch.float64).reshape(-1, *self.shape)
+        m = batch.shape[0]
+        if m == 0:
+            return
+        b_mean = batch.mean(0)
+        b_var = batch.var(0, unbiased=False)
+        n = self.count.clone()
+        total = n + m
+        delta = b_mean - self.mean
+        new_mean = self.mean + delta * (m / total)
+        m2 = self.var * n + b_var * m + delta.square() * (n * m / total)
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        mean = self.mean.to(dtype)
+        std = torch.sqrt(self.var + self.eps).to(dtype)
+        return torch.clamp((x.to(dtype) - mean) / std, -self.clip, self.clip)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, eps={self.eps}, clip={self.clip}"
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _require(spec: Mapping[str, Any], key: str, what: str) -> Any:
+    if not isinstance(spec, Mapping) or key not in spec:
+        raise ConfigError(f"{what} spec is missing {key!r}")
+    return spec[key]
+
+
+class Policy(nn.Module):
+    """Policy network: obs ``[B, obs_dim]`` → (normaliser) → MLP trunk → head → action distribution.
+
+    Args:
+        obs_dim: length of the flat observation vector.
+        action_space: gymnasium ``Discrete`` or 1-D ``Box``; may be None when ``head`` is a head spec.
+        hidden_sizes: trunk widths; ``()`` feeds the (normalised) observation straight to the head.
+        activation: trunk activation (see `mlp`).
+        head: a head kind for `make_head` (``"auto"``, ``"categorical"``, ``"diag_gaussian"``,
+            ``"tanh_gaussian"``, ``"deterministic"``, ``"discretised"``) or a head spec dict
+            (from ``PolicyHead.spec()``).
+        normalize_obs: put a `RunningNormalizer` (``self.normalizer``) before the trunk; None otherwise.
+        layer_norm: LayerNorm in the trunk's hidden layers.
+        **head_options: forwarded to `make_head` (e.g. ``init_std``, ``bins``, ``state_dependent_std``).
+
+    Trunk: orthogonal init gain √2; head output layer: orthogonal gain 0.01 (head option ``output_gain``).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: spaces.Space | None,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        head: str | Mapping[str, Any] = "auto",
+        normalize_obs: bool = False,
+        layer_norm: bool = False,
+        **head_options: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(obs_dim, bool) or int(obs_dim) != obs_dim or obs_dim < 1:
+            raise ConfigError(f"Policy: obs_dim must be an int >= 1, got {obs_dim!r}")
+        self.obs_dim = int(obs_dim)
+        self.hidden_sizes = _check_sizes(hidden_sizes, "Policy")
+        self.activation = activation
+        self.layer_norm = bool(layer_norm)
+        self.normalizer = RunningNormalizer(self.obs_dim) if normalize_obs else None
+        self.trunk = mlp(self.obs_dim, self.hidden_sizes, None, activation, self.layer_norm)
+        features = self.hidden_sizes[-1] if self.hidden_sizes else self.obs_dim
+        if isinstance(head, Mapping):
+            if head_options:
+                raise ConfigError(
+                    f"Policy: head options {sorted(head_options)} given together with a head spec"
+                )
+            self.head: PolicyHead = head_from_spec(head, features)
+        else:
+            if action_space is None:
+                raise ConfigError("Policy: action_space is required unless head is a head spec")
+            self.head = make_head(action_space, features, head, **head_options)
+
+    def features(self, obs: Tensor) -> Tensor:
+        """Trunk output for observations ``[..., obs_dim]`` (cast to the module's dtype, normalised)."""
+        obs = obs.to(_float_dtype(self))
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return self.trunk(obs)
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        """Action distribution π(·|obs) with batch shape ``obs.shape[:-1]``."""
+        return self.head(self.features(obs))
+
+    def forward(self, obs: Tensor) -> Distribution:
+        return self.distribution(obs)
+
+    def to_env_action(self, sample: Tensor) -> Tensor:
+        """Env action of a sample (see the head's ``to_env_action``)."""
+        return self.head.to_env_action(sample)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        """Env actions for ``obs``: ``to_env_action`` of the mode if ``deterministic``, else of a sample.
+
+        Does not change grad mode (wrap in ``torch.inference_mode()``/``no_grad()`` as needed). Use
+        ``distribution(obs).sample()`` instead when the sample itself must be stored for ``log_prob``.
+        """
+        dist = self.distribution(obs)
+        sample = dist.mode if deterministic else dist.sample()
+        return self.head.to_env_action(sample)
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-serialisable architecture description for `Policy.from_spec`."""
+        return {
+            "type": "policy",
+            "obs_dim": self.obs_dim,
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "layer_norm": self.layer_norm,
+            "normalize_obs": self.normalizer is not None,
+            "head": self.head.spec(),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Policy:
+        """An identically-shaped (freshly initialised) Policy; load the state_dict to restore weights."""
+        return cls(
+            _require(spec, "obs_dim", "policy"),
+            None,
+            hidden_sizes=_require(spec, "hidden_sizes", "policy"),
+            activation=_require(spec, "activation", "policy"),
+            head=_require(spec, "head", "policy"),
+            normalize_obs=_require(spec, "normalize_obs", "policy"),
+            layer_norm=spec.get("layer_norm", False),
+        )
+
+
+class ValueNetwork(nn.Module):
+    """State-value function V(obs): obs ``[..., obs_dim]`` → (normaliser) → MLP → scalar ``[...]``.
+
+    Hidden layers orthogonal gain √2, output layer orthogonal gain ``output_gain`` (default 1.0).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        normalize_obs: bool = False,
+        layer_norm: bool = False,
+        output_gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(obs_dim, bool) or int(obs_dim) != obs_dim or obs_dim < 1:
+            raise ConfigError(f"ValueNetwork: obs_dim must be an int >= 1, got {obs_dim!r}")
+        self.obs_dim = int(obs_dim)
+        self.hidden_sizes = _check_sizes(hidden_sizes, "ValueNetwork")
+        self.activation = activation
+        self.layer_norm = bool(layer_norm)
+        self.output_gain = float(output_gain)
+        self.normalizer = RunningNormalizer(self.obs_dim) if normalize_obs else None
+        self.net = mlp(
+            self.obs_dim, self.hidden_sizes, 1, activation, self.layer_norm, output_gain=output_gain
+        )
+
+    def forward(self, obs: Tensor) -> Tensor:
+        obs = obs.to(_float_dtype(self))
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return self.net(obs).squeeze(-1)
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-serialisable architecture description for `ValueNetwork.from_spec`."""
+        return {
+            "type": "value",
+            "obs_dim": self.obs_dim,
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "layer_norm": self.layer_norm,
+            "normalize_obs": self.normalizer is not None,
+            "output_gain": self.output_gain,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> ValueNetwork:
+        """An identically-shaped (freshly initialised) network; load the state_dict to restore weights."""
+        return cls(
+            _require(spec, "obs_dim", "value network"),
+            hidden_sizes=_require(spec, "hidden_sizes", "value network"),
+            activation=_require(spec, "activation", "value network"),
+            normalize_obs=_require(spec, "normalize_obs", "value network"),
+            layer_norm=spec.get("layer_norm", False),
+            output_gain=spec.get("output_gain", 1.0),
+        )
