@@ -123,8 +123,6 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with `pgrad resume {self.run_dir}` "
                 "or choose another --run-dir"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-
         seed_everything(run.seed)
         self.envs = VecEnv(
             self.env,
@@ -135,6 +133,7 @@ class Trainer:
             device=self.device,
         )
         self.algo = self.cls(algo_config, self.envs, run.seed, self.device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # only once envs and algorithm built without error
         self.iteration = 0
         self.wall_time = 0.0
         self.eval_index = 0

@@ -295,7 +295,7 @@ class Reinforce(Algorithm):
                 self.value_optimizer.step()
         var = targets.var() if batch > 1 else torch.zeros(())
         explained = 1 - (targets - before).var() / var if var > 0 else torch.tensor(float("nan"))
-        return {"loss/value": float(loss), "stats/explained_variance": float(explained)}
+        return {"loss/value": loss.item(), "stats/explained_variance": float(explained)}
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

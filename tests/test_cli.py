@@ -1,0 +1,77 @@
+"""The command line: one-line errors with a non-zero exit, and the happy paths."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pgrad.cli import main
+
+
+def pgrad(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pgrad.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "nosuch"], "unknown algorithm 'nosuch'"),
+        (["train", "reinforce", "--env", "NoSuchEnv-v3", "--total-steps", "10"], "env 'NoSuchEnv-v3'"),
+        (["train", "reinforce", "--no-such-flag", "1"], "unknown option(s) --no-such-flag"),
+        (["train", "reinforce", "--seed", "abc"], "--seed"),
+        (["train", "reinforce", "--baseline", "magic"], "invalid choice 'magic'"),
+        (["train", "reinforce", "--gamma", "1.5", "--total-steps", "10"], "gamma must be in [0, 1]"),
+        (["train", "reinforce", "--total-steps", "-1"], "--total-steps must be >= 0"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+        (["eval", "does/not/exist"], "no checkpoint has been written"),
+        (["resume", "does/not/exist"], "run.json: file not found"),
+        (["list", "extra"], "takes no arguments"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2  # any uncaught exception would fail the test with its traceback
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pgrad: error: ") and expected in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing half-created
+
+
+def test_errors_in_a_real_process_have_no_traceback(tmp_path):
+    out = pgrad("train", "reinforce", "--env", "NoSuchEnv-v3", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+
+
+def test_list_names_each_algorithm_with_its_family():
+    out = pgrad("list")
+    assert out.returncode == 0
+    assert "reinforce" in out.stdout and "score function" in out.stdout
+
+
+def test_train_eval_resume_round_trip(tmp_path):
+    run_dir = str(tmp_path / "run")
+    common = ["--no-progress", "--no-tensorboard", "--num-envs", "2", "--episodes-per-update", "2"]
+    out = pgrad("train", "reinforce", "--env", "CartPole-v1", "--total-steps", "600", "--seed", "3",
+                "--run-dir", run_dir, "--eval-episodes", "2", "--hidden-sizes", "16", "16", *common)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["global_step"] >= 600 and summary["episodes"] == 2
+    out = pgrad("eval", run_dir, "--episodes", "3", "--deterministic")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip())
+    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    out = pgrad("resume", run_dir, "--total-steps", "1200", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["global_step"] >= 1200
+    with open(tmp_path / "run" / "run.json") as f:
+        assert json.load(f)["config"]["hidden_sizes"] == [16, 16]
+
+
+def test_help_lists_run_and_algorithm_flags():
+    out = pgrad("train", "reinforce", "--help")
+    assert out.returncode == 0
+    for flag in ("--total-steps", "--run-dir", "--baseline", "--episodes-per-update", "--policy"):
+        assert flag in out.stdout
