@@ -66,15 +66,18 @@ def main() -> None:
     lines = [
         "# REINFORCE + learned value baseline, CartPole-v1",
         "",
-        f"Budget {args.total_steps:,} env steps; eval = 20 deterministic episodes every 10k steps; stop at ≥ {THRESHOLD}.",
-        "Defaults of `pgrad train reinforce` otherwise (4 envs, 8 episodes per update, γ 0.99, Adam 1e-3, 64×64 tanh).",
+        f"Budget {args.total_steps:,} env steps; eval = 20 deterministic episodes every 10k steps;"
+        f" stop at ≥ {THRESHOLD}. Defaults of `pgrad train reinforce` otherwise",
+        "(4 envs, 8 episodes per update, γ 0.99, Adam 1e-3, 64×64 tanh).",
         "",
         "| seed | env steps to ≥ 475 | training time (s) | wall time incl. evals (s) | final eval return |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         steps = f"{r['steps']:,}" if r["reached"] else f"not reached ({r['steps']:,})"
-        lines.append(f"| {r['seed']} | {steps} | {r['train_seconds']} | {r['wall_seconds']} | {r['eval_return']:.1f} |")
+        lines.append(
+            f"| {r['seed']} | {steps} | {r['train_seconds']} | {r['wall_seconds']} | {r['eval_return']:.1f} |"
+        )
     lines.append("")
     lines.append(f"{sum(r['reached'] for r in rows)} of {len(rows)} seeds reached {THRESHOLD}.")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import pgrad
 
 @dataclasses.dataclass
 class DemoArgs:
-    total_steps: int = 300_000
+    total_steps: int = 150_000
     """Env steps to train for."""
     seed: int = 0
     """Run seed."""
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         run_dir=args.run_dir,
         baseline="value",
-        eval_every=50_000,
+        eval_every=25_000,
         eval_episodes=10,
     )
     result = pgrad.evaluate(args.run_dir, episodes=20, deterministic=True, seed=12345)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pgrad.run.logger import read_metrics
+
+
+def _title(run_dir: str | Path) -> str:
+    run_file = Path(run_dir) / "run.json"
+    try:
+        run = json.loads(run_file.read_text())
+        return f"{run['algorithm']} on {run['env']} (seed {run['run']['seed']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(run_dir).name
 
 
 def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -34,7 +44,7 @@ def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> 
         ax.errorbar(steps, means, yerr=stds, fmt="o-", capsize=3, label="eval (deterministic)")
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
-    ax.set_title(Path(run_dir).name)
+    ax.set_title(_title(run_dir))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

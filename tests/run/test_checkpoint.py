@@ -80,13 +80,15 @@ def test_corrupted_json_is_refused_naming_it(tmp_path):
     path.write_text(path.read_text()[: len(path.read_text()) // 2])
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(folder)
-    assert str(path) in str(info.value) and "corrupted JSON" in str(info.value) and "\n" not in str(info.value)
+    assert (
+        str(path) in str(info.value) and "corrupted JSON" in str(info.value) and "\n" not in str(info.value)
+    )
 
 
 def test_corrupted_latest_pointer_is_refused_naming_it(tmp_path):
     save_checkpoint(tmp_path, 1, nested_state())
     (tmp_path / "latest.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="latest.json"):
+    with pytest.raises(CheckpointError, match=r"latest\.json"):
         latest_checkpoint(tmp_path)
 
 
@@ -115,7 +117,7 @@ def test_a_pickle_payload_is_never_unpickled(tmp_path, kind):
     meta = json.loads((folder / "state.json").read_text())
     meta["sha256"] = _sha256(tensor_file)
     (folder / "state.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="state.safetensors"):
+    with pytest.raises(CheckpointError, match=r"state\.safetensors"):
         load_checkpoint(folder)
     assert not sentinel.exists()
 

@@ -46,10 +46,14 @@ def tensors_of(tree, prefix=""):
     ],
 )
 def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, options):
-    common = dict(seed=5, eval_every=1500, eval_episodes=2, checkpoint_every=1000, num_envs=2, episodes_per_update=4)
+    common = dict(
+        seed=5, eval_every=1500, eval_episodes=2, checkpoint_every=1000, num_envs=2, episodes_per_update=4
+    )
     common.update(options, **QUIET)
     pgrad.train("reinforce", "CartPole-v1", total_steps=3000, run_dir=str(tmp_path / "straight"), **common)
-    first = pgrad.train("reinforce", "CartPole-v1", total_steps=1500, run_dir=str(tmp_path / "split"), **common)
+    first = pgrad.train(
+        "reinforce", "CartPole-v1", total_steps=1500, run_dir=str(tmp_path / "split"), **common
+    )
     assert 1500 <= first["global_step"] < 3000
     pgrad.resume(tmp_path / "split", total_steps=3000, progress=False)
     (straight, step_a), (split, step_b) = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
@@ -79,7 +83,10 @@ print(json.dumps({"returns": returns, "params": params.tolist()}))
 
 def train_in_fresh_process(seed, run_dir):
     out = subprocess.run(
-        [sys.executable, "-c", TRAIN_SCRIPT, str(seed), str(run_dir)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", TRAIN_SCRIPT, str(seed), str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -94,9 +101,31 @@ def test_same_seed_same_results_in_fresh_processes_and_other_seed_differs(tmp_pa
 
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_continues(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pgrad.cli", "train", "reinforce", "--env", "CartPole-v1", "--total-steps",
-           "10000000", "--seed", "1", "--run-dir", str(run_dir), "--checkpoint-every", "300",
-           "--eval-every", "0", "--no-progress", "--no-tensorboard", "--num-envs", "2", "--episodes-per-update", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pgrad.cli",
+        "train",
+        "reinforce",
+        "--env",
+        "CartPole-v1",
+        "--total-steps",
+        "10000000",
+        "--seed",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--checkpoint-every",
+        "300",
+        "--eval-every",
+        "0",
+        "--no-progress",
+        "--no-tensorboard",
+        "--num-envs",
+        "2",
+        "--episodes-per-update",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pointer = run_dir / "checkpoints" / "latest.json"
     deadline = time.time() + 60
@@ -105,11 +134,21 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_continues(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    state, step = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    _state, step = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
     assert step >= 1500
     out = subprocess.run(
-        [sys.executable, "-m", "pgrad.cli", "resume", str(run_dir), "--total-steps", str(step + 400), "--no-progress"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pgrad.cli",
+            "resume",
+            str(run_dir),
+            "--total-steps",
+            str(step + 400),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -151,8 +190,15 @@ def test_unknown_options_are_named():
 
 def test_load_and_evaluate_a_run(tmp_path):
     summary = pgrad.train(
-        "reinforce", "Pendulum-v1", total_steps=1000, run_dir=str(tmp_path), policy="tanh_gaussian",
-        num_envs=2, episodes_per_update=2, eval_episodes=3, **QUIET,
+        "reinforce",
+        "Pendulum-v1",
+        total_steps=1000,
+        run_dir=str(tmp_path),
+        policy="tanh_gaussian",
+        num_envs=2,
+        episodes_per_update=2,
+        eval_episodes=3,
+        **QUIET,
     )
     assert summary["eval"]["episodes"] == 3
     agent = pgrad.load(tmp_path)
@@ -160,5 +206,7 @@ def test_load_and_evaluate_a_run(tmp_path):
     assert action.shape == (1,) and -2 <= action[0] <= 2
     assert agent.act(torch.zeros(5, 3).numpy()).shape == (5, 1)
     result = pgrad.evaluate(tmp_path, episodes=4, deterministic=True, seed=3)
-    assert result["episodes"] == 4 and result == pgrad.evaluate(tmp_path, episodes=4, deterministic=True, seed=3)
+    assert result["episodes"] == 4 and result == pgrad.evaluate(
+        tmp_path, episodes=4, deterministic=True, seed=3
+    )
     assert (tmp_path / "learning_curve.png").stat().st_size > 0

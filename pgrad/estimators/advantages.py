@@ -1,0 +1,301 @@
+"""Advantage estimators and baselines: what multiplies ∇ log π(a_t|s_t) after a baseline is subtracted.
+
+Pure functions, same conventions as :mod:`pgrad.estimators.returns`: time-major [T, N] tensors, inputs are
+detached (outputs never require grad), output dtype/device = input dtype/device, bad arguments raise
+:class:`~pgrad.errors.ConfigError`. Episode-end semantics (terminated / truncated / next_values) are the ones
+documented in :mod:`pgrad.estimators.returns`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor
+
+from pgrad.errors import ConfigError
+from pgrad.estimators.returns import (
+    _check_like,
+    _check_rewards,
+    _check_tensor,
+    _check_unit_interval,
+    _check_values,
+    _episode_flags,
+    _episode_starts,
+    _first_step_index,
+)
+
+__all__ = [
+    "episode_index",
+    "gae",
+    "group_relative_advantages",
+    "leave_one_out_advantages",
+    "mean_baseline",
+    "normalize",
+    "optimal_baseline",
+    "per_step_mean_baseline",
+]
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """Generalised Advantage Estimation (Schulman et al. 2016).
+
+        δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)          V(s_{t+1}) = next_values[t]
+        Â_t = δ_t + γ λ (1 − done_t) Â_{t+1},   Â_T = 0,              done = terminated | truncated
+        returns_t = Â_t + V(s_t)
+
+    i.e. Â_t = Σ_{k=0}^{e−t} (γλ)^k δ_{t+k} with e the last row of the episode (or T−1). A truncated step
+    bootstraps from next_values[t] (V of the final observation) and nothing after it leaks in; a not-done last
+    row bootstraps from next_values[T−1]. next_values is not read on terminated steps (may even be NaN).
+    λ = 0 gives Â = δ (the TD error); λ = 1 gives returns = ``reward_to_go(..., next_values=next_values)``
+    when values[t+1] == next_values[t] wherever step t is not done (true for a correctly collected rollout);
+    returns equal ``td_lambda_return`` under the same condition.
+
+    Args:
+        rewards: [T, N] float rewards.
+        values: [T, N] V(s_t).
+        next_values: [T, N] V(s_{t+1}) of the true next state.
+        terminated, truncated: [T, N] bool (or 0/1) flags.
+        gamma: discount γ ∈ [0, 1].
+        lam: λ ∈ [0, 1].
+
+    Returns:
+        (advantages, returns), both [T, N] with the dtype/device of ``rewards``.
+    """
+    rewards = _check_rewards(rewards)
+    values = _check_values("values", values, rewards)
+    next_values = _check_values("next_values", next_values, rewards)
+    gamma = _check_unit_interval("gamma", gamma)
+    lam = _check_unit_interval("lam", lam)
+    term, done = _episode_flags(terminated, truncated, rewards)
+    T = rewards.shape[0]
+    advantages = torch.empty_like(rewards)
+    if T == 0:
+        return advantages, advantages.clone()
+    zero = torch.zeros_like(rewards)
+    deltas = rewards + gamma * torch.where(term, zero, next_values) - values
+    following = zero[0]  # Â_T = 0
+    gl = gamma * lam
+    for t in range(T - 1, -1, -1):
+        following = deltas[t] + gl * torch.where(done[t], zero[0], following)
+        advantages[t] = following
+    return advantages, advantages + values
+
+
+# ---------------------------------------------------------------------------------------------------------
+# baselines
+
+
+def _check_mask_like(mask: object, ref: Tensor, ref_name: str) -> Tensor:
+    mask = _check_like("mask", mask, ref, ref_name)
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def mean_baseline(returns: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Constant batch-mean baseline b = (1/|S|) Σ_{(t,n) ∈ S} G_{t,n}, S = the steps where mask is True.
+
+    Args:
+        returns: [T, N] (any shape) float returns.
+        mask: optional bool (or 0/1) tensor of the same shape; None means every element.
+
+    Returns:
+        0-d tensor (dtype/device of ``returns``); 0 if the mask selects nothing.
+    """
+    returns = _check_rewards(returns, "returns", time_major=False)
+    mask = _check_mask_like(mask, returns, "returns") if mask is not None else None
+    if mask is None:
+        return returns.mean() if returns.numel() > 0 else returns.new_zeros(())
+    total = torch.where(mask, returns, torch.zeros_like(returns)).sum()
+    count = mask.sum()
+    return torch.where(count > 0, total / count.clamp(min=1).to(returns.dtype), torch.zeros_like(total))
+
+
+def episode_index(terminated: Tensor, truncated: Tensor) -> tuple[Tensor, Tensor]:
+    """Number the episodes of a rollout and the steps within each.
+
+        start_t = (t = 0) ∨ done_{t−1},        done = terminated | truncated
+        step_in_episode[t] = t − (last start row ≤ t)
+        episode_id: 0, 1, …, M−1 in column-major order (all episodes of column 0, then of column 1, …)
+
+    An episode in progress at row 0 counts as starting there (step 0); every column starts a new episode at
+    row 0, so ids never span two columns. Vectorised (cumsum / cummax), no loop.
+
+    Args:
+        terminated, truncated: [T, N] (or [T, *B]) bool (or 0/1) flags.
+
+    Returns:
+        (episode_id, step_in_episode), both int64 with the shape of ``terminated``.
+    """
+    terminated = _check_tensor("terminated", terminated)
+    if terminated.ndim < 1:
+        raise ConfigError("terminated must be time-major [T, N], got a 0-d tensor")
+    _, done = _episode_flags(terminated, truncated, terminated, "terminated")
+    rows = torch.arange(done.shape[0], device=done.device).view((-1,) + (1,) * (done.ndim - 1))
+    step_in_episode = rows - _first_step_index(done)
+    starts_TB = _episode_starts(done).reshape(done.shape[0], -1)
+    # column-major numbering: cumsum over the flattened [B, T] order
+    ids_BT = torch.cumsum(starts_TB.T.reshape(-1).long(), dim=0).reshape(starts_TB.shape[1], -1) - 1
+    episode_id = ids_BT.T.reshape(done.shape).contiguous()
+    return episode_id, step_in_episode.expand(done.shape).contiguous()
+
+
+def per_step_mean_baseline(returns: Tensor, step_in_episode: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Time-dependent baseline: the mean return over all (masked) steps with the same time-in-episode index.
+
+        b_{t,n} = Σ_{(t',n') ∈ S, k(t',n') = k(t,n)} G_{t',n'} / |{(t',n') ∈ S : k(t',n') = k(t,n)}|
+
+    with k = ``step_in_episode`` (see :func:`episode_index`) and S the steps where mask is True. Masked-out
+    steps still receive the baseline of their index; an index with no masked step gets b = 0.
+    Vectorised with scatter_add.
+
+    Args:
+        returns: [T, N] float returns.
+        step_in_episode: [T, N] non-negative integer tensor.
+        mask: optional bool (or 0/1) [T, N]; None means every step.
+
+    Returns:
+        [T, N] tensor, dtype/device of ``returns``.
+    """
+    returns = _check_rewards(returns, "returns", time_major=False)
+    step_in_episode = _check_like("step_in_episode", step_in_episode, returns, "returns")
+    dtype = step_in_episode.dtype
+    if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
+        raise ConfigError(f"step_in_episode must be an integer tensor, got {step_in_episode.dtype}")
+    mask = _check_mask_like(mask, returns, "returns") if mask is not None else None
+    if returns.numel() == 0:
+        return torch.zeros_like(returns)
+    index = step_in_episode.reshape(-1).long()
+    if bool((index < 0).any()):
+        raise ConfigError(f"step_in_episode must be >= 0, got min {int(index.min())}")
+    size = int(index.max()) + 1
+    weights = (torch.ones_like(returns) if mask is None else mask.to(returns.dtype)).reshape(-1)
+    masked_returns = torch.where(weights > 0, returns.reshape(-1), torch.zeros_like(weights))
+    sums = returns.new_zeros(size).scatter_add_(0, index, masked_returns)
+    counts = returns.new_zeros(size).scatter_add_(0, index, weights)
+    means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
+    return means[index].reshape(returns.shape)
+
+
+def optimal_baseline(score_sums: Tensor, weighted_score_sums: Tensor) -> Tensor:
+    """Variance-minimising constant baseline, one per parameter coordinate k.
+
+    For episode i let S_ik = Σ_t ∂_k log π(a_t|s_t) and W_ik = Σ_t ∂_k log π(a_t|s_t) · G_t. The per-episode
+    gradient estimate with baseline b_k is g_ik(b_k) = Σ_t ∂_k log π(a_t|s_t)(G_t − b_k) = W_ik − b_k S_ik and
+
+        b_k* = argmin_b Σ_i (W_ik − b S_ik)² = Σ_i W_ik S_ik / Σ_i S_ik²
+
+    (for G_t = G(τ_i), W_ik = S_ik G(τ_i) and this is the textbook b_k = E[S_k² G] / E[S_k²]).
+    Coordinates with Σ_i S_ik² = 0 get b_k = 0 (never NaN).
+
+    Args:
+        score_sums: [M, P] S_ik (M episodes, P parameters; any trailing shape [M, *P] works).
+        weighted_score_sums: [M, P] W_ik, same shape.
+
+    Returns:
+        [P] tensor (the trailing shape), dtype/device of ``score_sums``.
+    """
+    score_sums = _check_rewards(score_sums, "score_sums")
+    weighted = _check_values("weighted_score_sums", weighted_score_sums, score_sums)
+    numerator = (weighted * score_sums).sum(dim=0)
+    denominator = score_sums.square().sum(dim=0)
+    nonzero = denominator > 0
+    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1.0), 0.0).to(score_sums.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# group-relative advantages and normalisation
+
+
+def group_relative_advantages(rewards: Tensor, eps: float = 1e-8, scale: bool = True) -> Tensor:
+    """GRPO advantages: each sample's reward relative to its group of G samples from the same start.
+
+        Â_i = (R_i − mean_j R_j) / (std_j R_j + ε)      (scale=True, GRPO; std = sample std, divisor G − 1)
+        Â_i = R_i − mean_j R_j                            (scale=False, Dr. GRPO)
+
+    A group of one sample, and any group whose rewards are all equal, gives exactly 0 (never NaN).
+
+    Args:
+        rewards: [..., G] float rewards; the last dimension is the group.
+        eps: ε > 0 added to the std.
+        scale: divide by the group std (GRPO) or not (Dr. GRPO).
+
+    Returns:
+        tensor of the shape/dtype/device of ``rewards``; zero mean over every group.
+    """
+    rewards = _check_rewards(rewards)
+    eps = _check_eps(eps)
+    if rewards.shape[-1] == 0:
+        return torch.zeros_like(rewards)
+    constant = (rewards == rewards[..., :1]).all(dim=-1, keepdim=True)  # also covers G = 1
+    centred = rewards - rewards.mean(dim=-1, keepdim=True)
+    if scale and rewards.shape[-1] >= 2:
+        centred = centred / (rewards.std(dim=-1, keepdim=True, correction=1) + eps)
+    return torch.where(constant, torch.zeros_like(centred), centred)
+
+
+def leave_one_out_advantages(rewards: Tensor) -> Tensor:
+    """RLOO advantages (Kool et al. 2019; Ahmadian et al. 2024): baseline = mean of the other k − 1 samples.
+
+        Â_i = R_i − (1/(k−1)) Σ_{j≠i} R_j = k/(k−1) · (R_i − mean_j R_j)
+
+    Args:
+        rewards: [..., k] float rewards; the last dimension is the group, k ≥ 2.
+
+    Returns:
+        tensor of the shape/dtype/device of ``rewards``; zero mean over every group.
+    """
+    rewards = _check_rewards(rewards)
+    k = rewards.shape[-1]
+    if k < 2:
+        raise ConfigError(f"leave_one_out_advantages: group size (last dim of rewards) must be >= 2, got {k}")
+    others = rewards.sum(dim=-1, keepdim=True) - rewards
+    return rewards - others / (k - 1)
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not float(eps) >= 0.0:
+        raise ConfigError(f"eps must be a real number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def normalize(advantages: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """Batch-normalise advantages over the masked elements (S = where mask is True):
+
+        μ = (1/|S|) Σ_S a,    σ = sqrt((1/|S|) Σ_S (a − μ)²)   (population std),    out = (a − μ) / (σ + ε)
+
+    Masked-out elements are returned as 0. If S has at most one element, or all its elements are equal, every
+    element is 0 (never NaN).
+
+    Args:
+        advantages: float tensor, any shape.
+        mask: optional bool (or 0/1) tensor of the same shape; None means every element.
+        eps: ε ≥ 0 added to σ.
+
+    Returns:
+        tensor of the shape/dtype/device of ``advantages``.
+    """
+    advantages = _check_rewards(advantages, "advantages", time_major=False)
+    eps = _check_eps(eps)
+    if mask is None:
+        mask = torch.ones(advantages.shape, dtype=torch.bool, device=advantages.device)
+    else:
+        mask = _check_mask_like(mask, advantages, "advantages")
+    zero = torch.zeros_like(advantages)
+    if advantages.numel() == 0:
+        return zero
+    count = mask.sum().to(advantages.dtype).clamp(min=1)
+    mean = torch.where(mask, advantages, zero).sum() / count
+    centred = torch.where(mask, advantages - mean, zero)
+    std = (centred.square().sum() / count).sqrt()
+    inf = torch.full_like(advantages, float("inf"))
+    constant = torch.where(mask, advantages, inf).amin() >= torch.where(mask, advantages, -inf).amax()
+    out = centred / (std + eps)
+    return torch.where(mask & ~constant, out, zero)
