@@ -54,8 +54,24 @@ def test_list_names_each_algorithm_with_its_family():
 def test_train_eval_resume_round_trip(tmp_path):
     run_dir = str(tmp_path / "run")
     common = ["--no-progress", "--no-tensorboard", "--num-envs", "2", "--episodes-per-update", "2"]
-    out = pgrad("train", "reinforce", "--env", "CartPole-v1", "--total-steps", "600", "--seed", "3",
-                "--run-dir", run_dir, "--eval-episodes", "2", "--hidden-sizes", "16", "16", *common)
+    out = pgrad(
+        "train",
+        "reinforce",
+        "--env",
+        "CartPole-v1",
+        "--total-steps",
+        "600",
+        "--seed",
+        "3",
+        "--run-dir",
+        run_dir,
+        "--eval-episodes",
+        "2",
+        "--hidden-sizes",
+        "16",
+        "16",
+        *common,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["global_step"] >= 600 and summary["episodes"] == 2

@@ -37,11 +37,15 @@ class Algorithm:
 
     policy: Policy
 
-    def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device):
+    def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         self.config = config
         self.envs = envs
         self.seed = seed
         self.device = device
+        self.total_steps = total_steps  # the run's budget, for schedules such as learning-rate annealing
+
+    def on_resume(self, iteration: int) -> None:
+        """Called after `load_state_dict` when a run resumes at `iteration` (e.g. to restart env episodes)."""
 
     def iteration(self, index: int) -> IterationResult:
         """Collect experience with `self.envs` and update the parameters once (one batch)."""

@@ -11,6 +11,14 @@ from pgrad.policies.networks import Policy
 from pgrad.types import Rollout
 
 
+def act(policy: Policy, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample from π(·|obs): (sample for log_prob, its log-probability, the env action)."""
+    with torch.inference_mode():
+        dist = policy.distribution(obs)
+        sample = dist.sample()
+        return sample, dist.log_prob(sample), policy.head.to_env_action(sample)
+
+
 class _Buffer:
     """Time-major tensors that double their capacity when full (episode lengths are not known ahead)."""
 
@@ -55,11 +63,7 @@ def collect_episodes(
     lengths: list[np.ndarray] = []
     t = 0
     while True:
-        with torch.inference_mode():
-            dist = policy.distribution(obs)
-            sample = dist.sample()
-            log_prob = dist.log_prob(sample)
-            env_action = policy.head.to_env_action(sample)
+        sample, log_prob, env_action = act(policy, obs)
         step, episodes = envs.step(env_action)
         counts = finished < episodes_per_env
         buffer.write(
@@ -93,3 +97,55 @@ def collect_episodes(
         episode_returns=np.concatenate(returns) if returns else np.zeros(0),
         episode_lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
     )
+
+
+class StepCollector:
+    """Fixed-length rollouts over continuing episodes (A2C, PPO, VPG …): episodes run on across updates.
+
+    The first `collect` resets the envs with `seed`; after that each call continues from the observations the
+    previous one ended on. A resumed run cannot restore a Gymnasium env's internal state (it is not
+    serialisable without pickle), so it starts fresh episodes: `restart(seed)` resets with a new seed.
+    """
+
+    def __init__(self, envs: VecEnv, seed: int):
+        self.envs = envs
+        self.seed = seed
+        self.obs: torch.Tensor | None = None
+
+    def restart(self, seed: int) -> None:
+        self.seed = seed
+        self.obs = None
+
+    def collect(self, policy: Policy, num_steps: int) -> Rollout:
+        """Run `num_steps` vector steps with `policy`; every step is in the batch (mask all True)."""
+        if self.obs is None:
+            self.obs = self.envs.reset(seed=self.seed)
+        obs = self.obs
+        buffer = _Buffer(capacity=num_steps)
+        returns: list[np.ndarray] = []
+        lengths: list[np.ndarray] = []
+        for t in range(num_steps):
+            sample, log_prob, env_action = act(policy, obs)
+            step, episodes = self.envs.step(env_action)
+            buffer.write(
+                t,
+                obs=obs,
+                actions=sample,
+                log_probs=log_prob,
+                rewards=step.reward,
+                terminated=step.terminated,
+                truncated=step.truncated,
+                next_obs=step.final_obs,
+            )
+            if len(episodes.env_index):
+                returns.append(episodes.returns)
+                lengths.append(episodes.lengths)
+            obs = step.next_obs
+        self.obs = obs
+        data = buffer.view(num_steps)
+        return Rollout(
+            **data,
+            mask=torch.ones_like(data["terminated"]),
+            episode_returns=np.concatenate(returns) if returns else np.zeros(0),
+            episode_lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+        )

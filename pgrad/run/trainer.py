@@ -132,7 +132,7 @@ class Trainer:
             action_spaces=self.cls.action_spaces,
             device=self.device,
         )
-        self.algo = self.cls(algo_config, self.envs, run.seed, self.device)
+        self.algo = self.cls(algo_config, self.envs, run.seed, self.device, run.total_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)  # only once envs and algorithm built without error
         self.iteration = 0
         self.wall_time = 0.0
@@ -205,6 +205,7 @@ class Trainer:
         self.next_eval = t["next_eval"]
         self.next_checkpoint = t["next_checkpoint"]
         self.recent_returns.extend(t["recent_returns"])
+        self.algo.on_resume(self.iteration)
         truncate_metrics(self.run_dir, step)
 
     # -- loop -----------------------------------------------------------------------------------------------

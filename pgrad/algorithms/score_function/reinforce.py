@@ -137,8 +137,8 @@ class Reinforce(Algorithm):
     summary = "naive PG / REINFORCE: Σ ∇log π · (G − b), b ∈ {none, mean, per-step, optimal, learned V}"
     Config = Config
 
-    def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device):
-        super().__init__(config, envs, seed, device)
+    def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
+        super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
         head_options = {"bins": config.bins} if config.policy == "discretised" else {}
         self.policy = Policy(
