@@ -366,7 +366,7 @@ class CategoricalHead(PolicyHead):
         self.logits = _init_linear(nn.Linear(self.in_features, self.n), self.output_gain)
 
     def forward(self, features: Tensor) -> Categorical:
-        return Categorical(logits=self.logits(features))
+        return Categorical(logits=self.logits(features), validate_args=False)
 
     def to_env_action(self, sample: Tensor) -> Tensor:
         return sample.long() + self.start
@@ -483,7 +483,9 @@ class DiagGaussianHead(_GaussianHead):
 
     def forward(self, features: Tensor) -> Independent:
         mean = self.mean_layer(features)
-        return Independent(Normal(mean, self.log_std(features).exp()), 1)
+        return Independent(
+            Normal(mean, self.log_std(features).exp(), validate_args=False), 1, validate_args=False
+        )
 
     def to_env_action(self, sample: Tensor) -> Tensor:
         return torch.clamp(sample, min=self.low.to(sample), max=self.high.to(sample))
@@ -605,7 +607,7 @@ class DiscretisedHead(_BoxHead):
 
     def forward(self, features: Tensor) -> Independent:
         logits = self.logits(features).unflatten(-1, (self.action_dim, self.bins))
-        return Independent(Categorical(logits=logits), 1)
+        return Independent(Categorical(logits=logits, validate_args=False), 1, validate_args=False)
 
     def to_env_action(self, sample: Tensor) -> Tensor:
         t = sample.to(self.low.dtype) / (self.bins - 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -45,10 +47,13 @@ def collect_episodes(
     envs: VecEnv,
     policy: Policy,
     episodes_per_env: int,
-    seed: int,
+    seed: int | Sequence[int],
     max_steps: int = 100_000,
 ) -> Rollout:
     """Reset every sub-env with `seed` and run until each has finished `episodes_per_env` whole episodes.
+
+    `seed` is a run seed (sub-env i gets a seed derived from it) or one seed per sub-env: equal seeds give
+    equal start states, which is how GRPO/RLOO draw a group of rollouts from the same start.
 
     Each sub-env contributes exactly its first `episodes_per_env` episodes, so the batch is N·k complete
     episodes drawn from the current policy (stopping at "the first M episodes to finish" would favour short
