@@ -81,7 +81,7 @@ def load(run_dir: str | Path) -> Agent:
     state, step = load_checkpoint(latest_checkpoint(Path(run_dir) / "checkpoints"))
     info = state["policy"]
     policy = Policy.from_spec(info["spec"])
-    policy.load_state_dict(state["algorithm"]["policy"])
+    policy.load_state_dict(info["weights"])
     return Agent(
         policy,
         space_from_dict(info["observation_space"]),

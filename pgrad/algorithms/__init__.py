@@ -10,6 +10,9 @@ from pgrad.errors import ConfigError
 # name -> "module:Class"; imported on first use so `pgrad list` and the CLI stay fast.
 REGISTRY: dict[str, str] = {
     "reinforce": "pgrad.algorithms.score_function.reinforce:Reinforce",
+    "npg": "pgrad.algorithms.score_function.npg:NPG",
+    "trpo": "pgrad.algorithms.score_function.trpo:TRPO",
+    "ppo": "pgrad.algorithms.score_function.ppo:PPO",
 }
 
 

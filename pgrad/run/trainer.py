@@ -179,8 +179,9 @@ class Trainer:
                 "next_checkpoint": self.next_checkpoint,
                 "recent_returns": list(self.recent_returns),
             },
-            "policy": {
+            "policy": {  # what `pgrad.load` needs, independent of how the algorithm stores its state
                 "spec": self.algo.policy.spec(),
+                "weights": self.algo.policy.state_dict(),
                 "observation_space": space_to_dict(self.envs.single_observation_space),
                 "action_space": space_to_dict(self.envs.single_action_space),
                 "algorithm": self.cls.name,

@@ -1,0 +1,287 @@
+"""PPO: proximal policy optimisation, clipped surrogate or adaptive KL penalty (Schulman et al. 2017).
+
+Estimator: several epochs of minibatch ascent on a surrogate whose gradient at θ = θ_old is the
+score-function estimate with GAE(λ) advantages,
+
+    ∇θ E[ρ_t Â_t] = E[ρ_t ∇θ log πθ(a_t|s_t) Â_t],   ρ_t = πθ(a_t|s_t) / πθ_old(a_t|s_t)
+
+    L_clip = −E[min(ρ_t Â_t, clip(ρ_t, 1−ε, 1+ε) Â_t)]      --loss clip (no gradient once ρ leaves the band)
+    L_kl   = −E[ρ_t Â_t] + β KL(π_old ‖ πθ)                  --loss kl   (β adapted towards --kl-target)
+
+plus c_v · value loss (optionally clipped around the old values) − c_e · entropy. Â_t is GAE(λ) on
+fixed-length rollouts of continuing episodes; a time-limit truncation bootstraps from V(final observation),
+not from the next episode's reset observation and not as a terminal (CleanRL's ppo.py treats it as one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.envs.gym import VecEnv
+from pgrad.errors import ConfigError
+from pgrad.estimators import gae, normalize
+from pgrad.estimators.surrogates import (
+    adaptive_kl_beta,
+    clipped_surrogate,
+    explained_variance,
+    kl_penalty_surrogate,
+    value_loss,
+)
+from pgrad.optim import make_optimizer
+from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.policies.normalizers import RewardScaler
+from pgrad.run.rollout import StepCollector
+from pgrad.run.seeding import derive_seed
+
+
+@dataclass
+class Config:
+    """PPO options (`pgrad train ppo --help`). Defaults follow CleanRL's ppo.py / the PPO paper."""
+
+    num_envs: int = 8
+    """Sub-envs stepped together."""
+    num_steps: int = 128
+    """Steps per sub-env per rollout; batch = num_envs · num_steps."""
+    gamma: float = 0.99
+    """Discount γ."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    loss: Literal["clip", "kl"] = "clip"
+    """Clipped surrogate, or the adaptive-KL-penalty surrogate."""
+    clip_coef: float = 0.2
+    """Clip range ε of the probability ratio."""
+    anneal_clip: bool = False
+    """Anneal ε linearly to 0 over the run (rl-zoo's CartPole setting)."""
+    kl_beta: float = 1.0
+    """Initial KL-penalty coefficient β (--loss kl)."""
+    kl_target: float = 0.01
+    """Target KL for adapting β (--loss kl): β ×2 above 1.5·target, ÷2 below target/1.5."""
+    update_epochs: int = 10
+    """Passes over each batch."""
+    num_minibatches: int = 4
+    """Minibatches per pass."""
+    lr: float = 3e-4
+    """Learning rate (policy and value share one optimiser)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the run."""
+    optimizer: str = "adam"
+    """sgd, adam, adamw, rmsprop, muon, laprop."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip (0: none)."""
+    normalize_advantages: bool = True
+    """Standardise advantages per minibatch."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient c_e."""
+    vf_coef: float = 0.5
+    """Value-loss coefficient c_v."""
+    clip_vloss: bool = False
+    """Clip the value update around the old values by clip_coef."""
+    target_kl: float | None = None
+    """Stop the epochs early once the approximate KL exceeds this."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layers of the policy and value MLPs."""
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    """Hidden activation."""
+    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
+    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
+    bins: int = 11
+    """Bins per action dimension for the discretised policy."""
+    init_std: float = 1.0
+    """Initial standard deviation of Gaussian policies."""
+    normalize_obs: bool = False
+    """Standardise observations with running statistics (saved in checkpoints, frozen in evaluation)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (reset per sub-env at episode end)."""
+
+
+def check_config(config: Config) -> None:
+    if config.num_envs < 1 or config.num_steps < 1 or config.update_epochs < 1 or config.num_minibatches < 1:
+        raise ConfigError("num_envs, num_steps, update_epochs and num_minibatches must be >= 1")
+    if config.num_minibatches > config.num_envs * config.num_steps:
+        raise ConfigError(
+            f"num_minibatches ({config.num_minibatches}) exceeds the batch size "
+            f"({config.num_envs * config.num_steps})"
+        )
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
+    if config.clip_coef <= 0:
+        raise ConfigError(f"clip_coef must be > 0, got {config.clip_coef}")
+
+
+class PPO(Algorithm):
+    name = "ppo"
+    family = "score function"
+    summary = "PPO: minibatch epochs on the clipped (or KL-penalised) ratio surrogate with GAE(λ) advantages"
+    Config = Config
+
+    def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
+        super().__init__(config, envs, seed, device, total_steps)
+        check_config(config)
+        head_options: dict[str, Any] = {"bins": config.bins} if config.policy == "discretised" else {}
+        if config.policy in ("diag_gaussian", "tanh_gaussian") or (
+            config.policy == "auto" and envs.single_action_space.__class__.__name__ == "Box"
+        ):
+            head_options["init_std"] = config.init_std
+        self.policy = Policy(
+            envs.obs_dim,
+            envs.single_action_space,
+            hidden_sizes=config.hidden_sizes,
+            activation=config.activation,
+            head=config.policy,
+            normalize_obs=config.normalize_obs,
+            **head_options,
+        ).to(device)
+        self.value = ValueNetwork(
+            envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
+        ).to(device)
+        self.model = nn.ModuleDict({"policy": self.policy, "value": self.value})
+        self.params = list(self.model.parameters())
+        self.optimizer = make_optimizer(config.optimizer, self.model.named_parameters(), config.lr)
+        self.reward_scaler = (
+            RewardScaler(config.num_envs, config.gamma).to(device) if config.normalize_reward else None
+        )
+        self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
+        self.kl_beta = config.kl_beta
+        self.batch_steps = config.num_envs * config.num_steps
+
+    # -- schedule -------------------------------------------------------------------------------------------
+    def _progress_left(self) -> float:
+        """1 at the start of the run, → 0 at total_steps (for annealing)."""
+        return max(0.0, 1.0 - self.envs.global_step / max(self.total_steps, 1))
+
+    # -- one update -----------------------------------------------------------------------------------------
+    def iteration(self, index: int) -> IterationResult:
+        config = self.config
+        left = self._progress_left()
+        lr = config.lr * left if config.anneal_lr else config.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        clip = config.clip_coef * left if config.anneal_clip else config.clip_coef
+        clip = max(clip, 1e-8)
+
+        rollout = self.collector.collect(self.policy, config.num_steps)
+        rewards = rollout.rewards
+        if self.reward_scaler is not None:
+            rewards = torch.stack(
+                [
+                    self.reward_scaler.update_and_scale(
+                        rewards[t], rollout.terminated[t], rollout.truncated[t]
+                    )
+                    for t in range(rollout.num_steps)
+                ]
+            )
+        with torch.no_grad():
+            values = self.value(rollout.obs)
+            next_values = self.value(rollout.next_obs)
+        advantages, returns = gae(
+            rewards,
+            values,
+            next_values,
+            rollout.terminated,
+            rollout.truncated,
+            config.gamma,
+            config.gae_lambda,
+        )
+
+        batch = {
+            "obs": rollout.obs.flatten(0, 1),
+            "actions": rollout.actions.flatten(0, 1),
+            "log_probs": rollout.log_probs.flatten(0, 1),
+            "advantages": advantages.flatten(),
+            "returns": returns.flatten(),
+            "values": values.flatten(),
+        }
+        metrics = self._update(batch, clip)
+        metrics["stats/explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        metrics["stats/lr"] = lr
+        metrics["stats/clip_coef"] = clip
+        if config.loss == "kl":
+            self.kl_beta = adaptive_kl_beta(self.kl_beta, metrics["stats/approx_kl"], config.kl_target)
+            metrics["stats/kl_beta"] = self.kl_beta
+        if config.normalize_obs:  # after the update: acting and the gradient used the same statistics
+            self.policy.normalizer.update(batch["obs"])
+            self.value.normalizer.update(batch["obs"])
+        return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
+
+    def _update(self, batch: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
+        config = self.config
+        size = len(batch["obs"])
+        minibatch = size // config.num_minibatches
+        sums: dict[str, float] = {}
+        count = 0
+        epochs = 0
+        for epoch in range(config.update_epochs):
+            epochs = epoch + 1
+            order = torch.randperm(size, device=batch["obs"].device)
+            epoch_kl = 0.0
+            for start in range(0, minibatch * config.num_minibatches, minibatch):
+                rows = order[start : start + minibatch]
+                info = self._minibatch_step({k: v[rows] for k, v in batch.items()}, clip)
+                epoch_kl += info["stats/approx_kl"] / config.num_minibatches
+                for k, v in info.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+            if config.target_kl is not None and epoch_kl > config.target_kl:
+                break
+        metrics = {k: v / count for k, v in sums.items()}
+        metrics["stats/epochs"] = epochs
+        return metrics
+
+    def _minibatch_step(self, mb: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
+        config = self.config
+        dist = self.policy.distribution(mb["obs"])
+        log_prob = dist.log_prob(mb["actions"])
+        advantages = normalize(mb["advantages"]) if config.normalize_advantages else mb["advantages"]
+        if config.loss == "clip":
+            policy_loss, info = clipped_surrogate(log_prob, mb["log_probs"], advantages, clip)
+        else:
+            policy_loss, info = kl_penalty_surrogate(log_prob, mb["log_probs"], advantages, self.kl_beta)
+        v_loss, v_info = value_loss(
+            self.value(mb["obs"]),
+            mb["returns"],
+            old_values=mb["values"] if config.clip_vloss else None,
+            clip_coef=clip if config.clip_vloss else None,
+        )
+        entropy = dist.entropy().mean()
+        loss = policy_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
+        self.optimizer.step()
+        metrics = {
+            "loss/policy": policy_loss.item(),
+            "loss/value": v_loss.item(),
+            "stats/entropy": entropy.item(),
+            "stats/grad_norm": grad_norm.item(),
+        }
+        metrics.update({f"stats/{k}": float(v) for k, v in {**info, **v_info}.items()})
+        return metrics
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_beta": self.kl_beta,
+        }
+        if self.reward_scaler is not None:
+            state["reward_scaler"] = self.reward_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_beta = float(state["kl_beta"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+    def on_resume(self, iteration: int) -> None:
+        # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes.
+        self.collector.restart(derive_seed(self.seed, "resume", iteration))
