@@ -1,0 +1,195 @@
+"""Learning acceptance runs: each case trains several seeds to a threshold within a step budget.
+
+Each seed evaluates `eval_episodes` deterministic episodes every `eval_every` env steps and stops at the first
+evaluation at or above the threshold (RunConfig.target_return). Per-env settings are listed in CASES, like
+rl-baselines3-zoo's hyper-parameter files; options not listed are the algorithm's defaults.
+
+    python benchmarks/acceptance.py CASE [CASE ...] [--seeds 0 1 2 3 4]
+    python benchmarks/acceptance.py --list
+
+Results are merged into benchmarks/results/acceptance.md (one row per case and seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+import pgrad
+
+RESULTS = Path(__file__).parent / "results" / "acceptance.md"
+
+# rl-zoo's CartPole PPO: 8 envs × 32 steps, 20 epochs of one 256-sample minibatch, γ 0.98, λ 0.8,
+# lr 1e-3 → 0, clip 0.2 → 0.
+PPO_CARTPOLE = dict(
+    num_envs=8,
+    num_steps=32,
+    num_minibatches=1,
+    update_epochs=20,
+    gamma=0.98,
+    gae_lambda=0.8,
+    lr=1e-3,
+    anneal_clip=True,
+)
+
+CASES: dict[str, dict[str, Any]] = {
+    "reinforce-cartpole": dict(
+        algo="reinforce", env="CartPole-v1", budget=500_000, threshold=475, options={}
+    ),
+    "ppo-cartpole": dict(algo="ppo", env="CartPole-v1", budget=100_000, threshold=475, options=PPO_CARTPOLE),
+    "ppo-muon-cartpole": dict(
+        algo="ppo",
+        env="CartPole-v1",
+        budget=200_000,
+        threshold=475,
+        options={**PPO_CARTPOLE, "optimizer": "muon"},
+    ),
+    "ppo-laprop-cartpole": dict(
+        algo="ppo",
+        env="CartPole-v1",
+        budget=200_000,
+        threshold=475,
+        options={**PPO_CARTPOLE, "optimizer": "laprop"},
+    ),
+    # rl-zoo's Acrobot PPO: 16 envs × 256 steps, 4 epochs, λ 0.94, observation normalisation.
+    "ppo-acrobot": dict(
+        algo="ppo",
+        env="Acrobot-v1",
+        budget=500_000,
+        threshold=-100,
+        eval_every=25_000,
+        options=dict(num_envs=16, num_steps=256, update_epochs=4, gae_lambda=0.94, normalize_obs=True),
+    ),
+    # rl-zoo's Pendulum PPO without gSDE: 4 envs × 1024 steps, 10 epochs of 64, γ 0.9, lr 1e-3,
+    # normalised observations and rewards.
+    "ppo-pendulum": dict(
+        algo="ppo",
+        env="Pendulum-v1",
+        budget=200_000,
+        threshold=-250,
+        eval_every=20_000,
+        options=dict(
+            num_envs=4,
+            num_steps=1024,
+            num_minibatches=64,
+            update_epochs=10,
+            gamma=0.9,
+            gae_lambda=0.95,
+            lr=1e-3,
+            anneal_lr=False,
+            normalize_obs=True,
+            normalize_reward=True,
+        ),
+    ),
+    "a2c-cartpole": dict(
+        algo="a2c", env="CartPole-v1", budget=500_000, threshold=475, eval_every=25_000, options={}
+    ),
+    "trpo-cartpole": dict(algo="trpo", env="CartPole-v1", budget=150_000, threshold=475, options={}),
+    "npg-cartpole": dict(algo="npg", env="CartPole-v1", budget=500_000, threshold=475, options={}),
+    "vpg-cartpole": dict(
+        algo="vpg", env="CartPole-v1", budget=500_000, threshold=475, eval_every=25_000, options={}
+    ),
+    "grpo-cartpole": dict(
+        algo="grpo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
+    ),
+    "rloo-cartpole": dict(
+        algo="rloo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
+    ),
+}
+
+
+def run_case(name: str, seed: int, run_dir: str | None = None) -> dict[str, Any]:
+    """Train one seed of a case: steps used, wall time, final eval, and whether it reached the threshold."""
+    case = CASES[name]
+    run_dir = run_dir or tempfile.mkdtemp(prefix=f"{name}-s{seed}-")
+    start = time.perf_counter()
+    summary = pgrad.train(
+        case["algo"],
+        case["env"],
+        total_steps=case["budget"],
+        seed=seed,
+        run_dir=run_dir,
+        eval_every=case.get("eval_every", 10_000),
+        eval_episodes=20,
+        target_return=case["threshold"],
+        checkpoint_every=0,
+        progress=False,
+        tensorboard=False,
+        **case["options"],
+    )
+    final = summary["eval"]["mean_return"]
+    return {
+        "case": name,
+        "seed": seed,
+        "steps": summary["global_step"],
+        "train_seconds": round(summary["wall_time"], 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "eval_return": round(final, 1),
+        "reached": final >= case["threshold"],
+    }
+
+
+def _write(rows: list[dict[str, Any]]) -> None:
+    """Merge rows into the results table (one row per case and seed)."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    old = RESULTS.read_text().splitlines() if RESULTS.exists() else []
+    table: dict[tuple[str, int], str] = {}
+    for line in old:
+        m = re.match(r"\| (\S+) \| (\d+) \|", line)
+        if m:
+            table[(m.group(1), int(m.group(2)))] = line
+    for r in rows:
+        case = CASES[r["case"]]
+        steps = f"{r['steps']:,}" if r["reached"] else f"not reached ({r['steps']:,})"
+        table[(r["case"], r["seed"])] = (
+            f"| {r['case']} | {r['seed']} | {case['threshold']} within {case['budget']:,} | {steps} | "
+            f"{r['train_seconds']} | {r['wall_seconds']} | {r['eval_return']} |"
+        )
+    lines = [
+        "# Learning acceptance runs",
+        "",
+        "Eval = 20 deterministic episodes; a run stops at the first evaluation at or above the threshold.",
+        "Settings per case in `benchmarks/acceptance.py`; 1 torch thread; timings on a shared 2-core",
+        "machine (other jobs ran alongside, so times are noisy).",
+        "",
+        "| case | seed | target | env steps to target | training (s) | wall incl. evals (s) | final eval |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *[table[k] for k in sorted(table)],
+        "",
+    ]
+    RESULTS.write_text("\n".join(lines))
+
+
+@dataclasses.dataclass
+class Args:
+    cases: tuple[str, ...] = ()
+    """Cases to run (see --list)."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Seeds per case."""
+    list: bool = False
+    """List the cases and exit."""
+
+
+def main() -> None:
+    args = tyro.cli(Args)
+    if args.list or not args.cases:
+        for name, case in CASES.items():
+            budget = f"{case['budget']:,}"
+            print(f"{name:22s} {case['algo']:9s} {case['env']:12s} ≥ {case['threshold']} within {budget}")
+        return
+    for name in args.cases:
+        for seed in args.seeds:
+            row = run_case(name, seed)
+            print(json.dumps(row), flush=True)
+            _write([row])
+
+
+if __name__ == "__main__":
+    main()
