@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo test test-slow bench lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) benchmarks/score_function.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pgrad tests benchmarks
