@@ -330,6 +330,22 @@ class VecEnv:
         self.close()
 
 
-def make_env(env: str | EnvFactory, num_envs: int = 1, **kwargs: Any) -> VecEnv:
-    """Build a `VecEnv` (see its docstring) from a Gymnasium env id or a callable."""
+def make_env(env: str | EnvFactory, num_envs: int = 1, backend: str = "gymnasium", **kwargs: Any) -> VecEnv:
+    """Build a `VecEnv` (see its docstring) from a Gymnasium env id or a callable.
+
+    `backend="native"` returns pgrad's batched torch twin of the env id instead (pgrad.envs.native), which
+    has the same interface and dynamics and steps every sub-env in one tensor operation.
+    """
+    if backend == "native":
+        from pgrad.envs.native import make_native
+
+        if not isinstance(env, str):
+            raise EnvError("the native backend needs an env id, not a callable")
+        if kwargs.get("env_kwargs"):
+            raise EnvError(f"the native twin of '{env}' takes no env keyword arguments")
+        return make_native(
+            env, num_envs, device=kwargs.get("device", "cpu"), dtype=kwargs.get("dtype", torch.float32)
+        )
+    if backend != "gymnasium":
+        raise EnvError(f"unknown env backend '{backend}' (gymnasium or native)")
     return VecEnv(env, num_envs, **kwargs)

@@ -16,13 +16,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from pgrad.algorithms import Algorithm, get_algorithm
-from pgrad.envs.gym import EnvFactory, VecEnv, env_label, space_to_dict
+from pgrad.envs.gym import EnvFactory, env_label, make_env, space_to_dict
 from pgrad.errors import ConfigError
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_checkpoint
 from pgrad.run.evaluate import evaluate_policy
@@ -43,6 +43,8 @@ class RunConfig:
     """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
     seed: int = 0
     """Run seed: derives python, numpy, torch and every env seed."""
+    backend: Literal["gymnasium", "native"] = "gymnasium"
+    """Training envs: Gymnasium's or pgrad's batched torch twin (CartPole-v1); evaluation uses Gymnasium's."""
     run_dir: str | None = None
     """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
     eval_every: int = 25_000
@@ -124,9 +126,10 @@ class Trainer:
                 "or choose another --run-dir"
             )
         seed_everything(run.seed)
-        self.envs = VecEnv(
+        self.envs = make_env(
             self.env,
             algo_config.num_envs,
+            backend=run.backend,
             algorithm=self.cls.name,
             env_kwargs=self.env_kwargs,
             action_spaces=self.cls.action_spaces,
