@@ -218,11 +218,19 @@ class PPO(Algorithm):
         epochs = 0
         for epoch in range(config.update_epochs):
             epochs = epoch + 1
-            order = torch.randperm(size, device=batch["obs"].device)
             epoch_kl = 0.0
-            for start in range(0, minibatch * config.num_minibatches, minibatch):
-                rows = order[start : start + minibatch]
-                info = self._minibatch_step({k: v[rows] for k, v in batch.items()}, clip)
+            if (
+                config.num_minibatches == 1
+            ):  # a full-batch step does not depend on the order: skip the shuffle
+                minibatches = [batch]
+            else:
+                order = torch.randperm(size, device=batch["obs"].device)
+                minibatches = [
+                    {k: v[order[start : start + minibatch]] for k, v in batch.items()}
+                    for start in range(0, minibatch * config.num_minibatches, minibatch)
+                ]
+            for mb in minibatches:
+                info = self._minibatch_step(mb, clip)
                 epoch_kl += info["stats/approx_kl"] / config.num_minibatches
                 for k, v in info.items():
                     sums[k] = sums.get(k, 0.0) + v
