@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "npg": "pgrad.algorithms.score_function.npg:NPG",
     "trpo": "pgrad.algorithms.score_function.trpo:TRPO",
     "ppo": "pgrad.algorithms.score_function.ppo:PPO",
+    "is_pg": "pgrad.algorithms.score_function.is_pg:ImportanceSampledPG",
 }
 
 

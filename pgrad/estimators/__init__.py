@@ -10,6 +10,14 @@ from pgrad.estimators.advantages import (
     optimal_baseline,
     per_step_mean_baseline,
 )
+from pgrad.estimators.importance import (
+    clip_weights,
+    cumulative_log_ratio,
+    effective_sample_size,
+    importance_weighted_advantages,
+    per_decision_weights,
+    trajectory_weights,
+)
 from pgrad.estimators.returns import n_step_return, reward_to_go, td_lambda_return, total_return
 from pgrad.estimators.surrogates import (
     adaptive_kl_beta,
@@ -35,8 +43,11 @@ from pgrad.estimators.surrogates import (
 __all__ = [
     "adaptive_kl_beta",
     "backtracking_line_search",
+    "clip_weights",
     "clipped_surrogate",
     "conjugate_gradient",
+    "cumulative_log_ratio",
+    "effective_sample_size",
     "episode_index",
     "explained_variance",
     "fisher_vector_product",
@@ -45,6 +56,7 @@ __all__ = [
     "gae",
     "group_relative_advantages",
     "importance_ratio",
+    "importance_weighted_advantages",
     "kl_k1",
     "kl_k2",
     "kl_k3",
@@ -56,11 +68,13 @@ __all__ = [
     "natural_gradient_step",
     "normalize",
     "optimal_baseline",
+    "per_decision_weights",
     "per_step_mean_baseline",
     "reward_to_go",
     "score_function_loss",
     "set_flat_params",
     "td_lambda_return",
     "total_return",
+    "trajectory_weights",
     "value_loss",
 ]
