@@ -10,6 +10,8 @@ from pgrad.errors import ConfigError
 # name -> "module:Class"; imported on first use so `pgrad list` and the CLI stay fast.
 REGISTRY: dict[str, str] = {
     "reinforce": "pgrad.algorithms.score_function.reinforce:Reinforce",
+    "vpg": "pgrad.algorithms.score_function.vpg:VPG",
+    "a2c": "pgrad.algorithms.score_function.a2c:A2C",
     "npg": "pgrad.algorithms.score_function.npg:NPG",
     "trpo": "pgrad.algorithms.score_function.trpo:TRPO",
     "ppo": "pgrad.algorithms.score_function.ppo:PPO",

@@ -334,3 +334,135 @@ class ValueNetwork(nn.Module):
             layer_norm=spec.get("layer_norm", False),
             output_gain=spec.get("output_gain", 1.0),
         )
+
+
+class ActorCritic(nn.Module):
+    """Shared-body actor-critic: a `Policy` (normaliser → trunk → policy head) and a critic head on its trunk.
+
+        features = policy.features(obs)                    (shared by actor and critic)
+        π(·|obs)  = policy.head(features)
+        critic    = Linear(features)              → [..., value_outputs]   V(s) (1), or Q(s, ·) (|A|)
+                  = Linear(concat(features, a))   → [...]                  Q(s, a) when action_dim > 0
+
+    A single critic output is squeezed (shape ``[...]``). ``self.policy`` is an ordinary `Policy`: an
+    algorithm hands it to the harness as its policy, and ``Policy.from_spec(policy.spec())`` with
+    ``policy.state_dict()`` rebuild the actor alone (how ``pgrad.load`` restores it); the critic head is the
+    only extra part.
+    ``ActorCritic.from_spec(spec())`` + ``load_state_dict`` rebuild the whole module.
+
+    Args:
+        obs_dim, action_space, hidden_sizes, activation, head, normalize_obs, layer_norm, **head_options:
+            as for `Policy`.
+        value_outputs: critic outputs per observation (1 for V or Q(s, a); |A| for Q(s, ·)).
+        action_dim: length of the action vector concatenated to the features (0: the critic reads features
+            only). Pass actions as floats in the env's action space.
+        value_gain: orthogonal-init gain of the critic head (1.0, as for `ValueNetwork`).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: spaces.Space | None,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        head: str | Mapping[str, Any] = "auto",
+        normalize_obs: bool = False,
+        layer_norm: bool = False,
+        value_outputs: int = 1,
+        action_dim: int = 0,
+        value_gain: float = 1.0,
+        **head_options: Any,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("value_outputs", value_outputs, 1), ("action_dim", action_dim, 0)):
+            if isinstance(value, bool) or int(value) != value or value < low:
+                raise ConfigError(f"ActorCritic: {name} must be an int >= {low}, got {value!r}")
+        self.policy = Policy(
+            obs_dim,
+            action_space,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            head=head,
+            normalize_obs=normalize_obs,
+            layer_norm=layer_norm,
+            **head_options,
+        )
+        self.value_outputs, self.action_dim = int(value_outputs), int(action_dim)
+        self.value_gain = float(value_gain)
+        features = self.policy.hidden_sizes[-1] if self.policy.hidden_sizes else self.policy.obs_dim
+        self.value_head = nn.Linear(features + self.action_dim, self.value_outputs)
+        nn.init.orthogonal_(self.value_head.weight, gain=self.value_gain)
+        nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def head(self) -> PolicyHead:
+        return self.policy.head
+
+    @property
+    def normalizer(self) -> RunningNormalizer | None:
+        return self.policy.normalizer
+
+    def features(self, obs: Tensor) -> Tensor:
+        """Shared trunk output (see `Policy.features`)."""
+        return self.policy.features(obs)
+
+    def distribution(self, obs: Tensor) -> Distribution:
+        """Action distribution π(·|obs)."""
+        return self.policy.distribution(obs)
+
+    def critic(self, features: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Critic head on trunk features ``[..., F]`` (and actions ``[..., action_dim]`` if action_dim)."""
+        if self.action_dim:
+            if actions is None or actions.shape[-1:] != (self.action_dim,):
+                got = None if actions is None else tuple(actions.shape)
+                raise ConfigError(f"ActorCritic.critic: needs actions [..., {self.action_dim}], got {got}")
+            features = torch.cat([features, actions.to(features.dtype)], dim=-1)
+        elif actions is not None:
+            raise ConfigError("ActorCritic.critic: this critic does not read actions (action_dim = 0)")
+        out = self.value_head(features)
+        return out.squeeze(-1) if self.value_outputs == 1 else out
+
+    def value(self, obs: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Critic output for observations (one trunk pass)."""
+        return self.critic(self.features(obs), actions)
+
+    def forward(self, obs: Tensor, actions: Tensor | None = None) -> tuple[Distribution, Tensor]:
+        """(π(·|obs), critic output), sharing one trunk pass."""
+        features = self.features(obs)
+        return self.policy.head(features), self.critic(features, actions)
+
+    def to_env_action(self, sample: Tensor) -> Tensor:
+        return self.policy.to_env_action(sample)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.policy.act(obs, deterministic)
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-serialisable architecture description for `ActorCritic.from_spec`."""
+        return {
+            "type": "actor_critic",
+            "policy": self.policy.spec(),
+            "value_outputs": self.value_outputs,
+            "action_dim": self.action_dim,
+            "value_gain": self.value_gain,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> ActorCritic:
+        """An identically-shaped (freshly initialised) module; load the state_dict to restore weights."""
+        policy = _require(spec, "policy", "actor-critic")
+        return cls(
+            _require(policy, "obs_dim", "actor-critic policy"),
+            None,
+            hidden_sizes=_require(policy, "hidden_sizes", "actor-critic policy"),
+            activation=_require(policy, "activation", "actor-critic policy"),
+            head=_require(policy, "head", "actor-critic policy"),
+            normalize_obs=_require(policy, "normalize_obs", "actor-critic policy"),
+            layer_norm=policy.get("layer_norm", False),
+            value_outputs=_require(spec, "value_outputs", "actor-critic"),
+            action_dim=spec.get("action_dim", 0),
+            value_gain=spec.get("value_gain", 1.0),
+        )
+
+
+__all__ += ["ActorCritic"]

@@ -1,0 +1,340 @@
+"""A2C: synchronous advantage actor-critic (Mnih et al. 2016), one gradient step per short rollout.
+
+Estimator, over a batch of B = num_envs · num_steps steps of continuing episodes:
+
+    ∇θJ ≈ 1/B Σ_t ∇θ log πθ(a_t|s_t) · Ψ_t
+
+    Ψ_t = G_t − V_w(s_t)                           --critic value  (advantage actor-critic)
+    Ψ_t = Q_w(s_t, a_t)  [− Σ_a π(a|s_t) Q_w(s_t, a)]   --critic q [--q-baseline]  (Q actor-critic)
+
+The critic regresses on the target G_t, bootstrapped from C(s') = V_w(s') or Q_w(s', a'), a' ~ π(·|s'):
+
+    G_t = r_t + γ (1 − term_t) C(s_{t+1})                    --target td0   (TD(0); with Q: SARSA's target)
+    G_t = Σ_{k<m} γ^k r_{t+k} + γ^m (1 − term) C(s_{t+m})    --target nstep (m: to the rollout or episode end)
+    G_t = r_t + γ (1 − term_t) [(1−λ) C(s_{t+1}) + λ G_{t+1}]   --target gae   (λ-return; G − V = GAE(λ))
+
+A step cut by the time limit or by the rollout end bootstraps from the TRUE next state (the final observation,
+`rollout.next_obs`), never from the next episode's reset observation; only termination stops bootstrapping.
+
+Loss L = L_π + c_v · ½ mean (C(s_t[, a_t]) − G_t)² − c_e · H[π], one step of the optimiser(s) per rollout:
+--architecture shared puts actor and critic on one trunk (`ActorCritic`) with one optimiser; separate gives
+each its own network, optimiser and gradient clip. Defaults follow rl-baselines3-zoo's CartPole A2C
+(Stable-Baselines3: 8 envs × 5 steps, RMSprop lr 7e-4 (α 0.99, ε 1e-5), γ 0.99, c_v 0.5, clip 0.5,
+n-step returns to the rollout end — SB3's gae_lambda = 1.0 — and separate 64×64 actor and critic MLPs).
+SB3 steps both networks with one RMSprop and one joint clip; RMSprop scales each parameter on its own, so
+separate optimisers differ from it only in the clip (per network here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.envs.gym import VecEnv
+from pgrad.errors import ConfigError
+from pgrad.estimators import (
+    explained_variance,
+    n_step_return,
+    normalize,
+    score_function_loss,
+    td_lambda_return,
+    value_loss,
+)
+from pgrad.optim import make_optimizer
+from pgrad.policies.networks import ActorCritic, Policy, RunningNormalizer, ValueNetwork, mlp
+from pgrad.run.rollout import StepCollector
+from pgrad.run.seeding import derive_seed
+from pgrad.types import Rollout
+
+
+@dataclass
+class Config:
+    """A2C options (`pgrad train a2c --help`). Defaults: rl-baselines3-zoo's CartPole-v1 A2C."""
+
+    num_envs: int = 8
+    """Sub-envs stepped together."""
+    num_steps: int = 5
+    """Steps per sub-env per rollout (one gradient step each); batch = num_envs · num_steps."""
+    gamma: float = 0.99
+    """Discount γ."""
+    target: Literal["td0", "nstep", "gae"] = "nstep"
+    """Critic target / advantage: TD(0), n-step returns to the rollout or episode end, or λ-returns (GAE)."""
+    gae_lambda: float = 0.95
+    """λ of --target gae (λ = 1 equals nstep, λ = 0 equals td0)."""
+    architecture: Literal["shared", "separate"] = "separate"
+    """One trunk with policy and critic heads and one optimiser, or two networks with separate optimisers."""
+    critic: Literal["value", "q"] = "value"
+    """State-value critic V(s) (advantage G − V), or action-value critic Q(s, a) weighting the score."""
+    q_baseline: bool = False
+    """--critic q with discrete actions: subtract V(s) = Σ_a π(a|s) Q(s, a) from Q(s, a_t)."""
+    lr: float = 7e-4
+    """Learning rate (the actor's, with --architecture separate)."""
+    value_lr: float | None = None
+    """Critic learning rate with --architecture separate (None: lr)."""
+    optimizer: str = "rmsprop"
+    """sgd, adam, adamw, rmsprop (α 0.99, ε 1e-5 as in SB3's A2C), muon, laprop."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip, per network with --architecture separate (0: none)."""
+    normalize_advantages: bool = False
+    """Standardise the actor's weights Ψ over the batch."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient c_e."""
+    vf_coef: float = 0.5
+    """Critic-loss coefficient c_v (the critic loss is ½·MSE)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layers of the trunk (shared) or of each network (separate)."""
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    """Hidden activation."""
+    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
+    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
+    bins: int = 11
+    """Bins per action dimension for the discretised policy."""
+    init_std: float = 1.0
+    """Initial standard deviation of Gaussian policies."""
+    normalize_obs: bool = False
+    """Standardise observations with running statistics (saved in checkpoints, frozen in evaluation)."""
+
+
+def check_config(config: Config, envs: VecEnv) -> None:
+    """One-line errors for invalid option values."""
+    if config.num_envs < 1 or config.num_steps < 1:
+        raise ConfigError(f"num_envs and num_steps must be >= 1, got {config.num_envs}, {config.num_steps}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
+    for name, allowed in (
+        ("target", ("td0", "nstep", "gae")),
+        ("architecture", ("shared", "separate")),
+        ("critic", ("value", "q")),
+    ):
+        if getattr(config, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    if config.q_baseline and config.critic != "q":
+        raise ConfigError("q_baseline needs --critic q")
+    if config.q_baseline and not isinstance(envs.single_action_space, spaces.Discrete):
+        raise ConfigError(
+            f"q_baseline sums π(a|s) Q(s, a) over actions: it needs a Discrete action space, "
+            f"env '{envs.label}' has {envs.single_action_space}"
+        )
+    if config.value_lr is not None and config.architecture == "shared":
+        raise ConfigError("value_lr applies to --architecture separate (shared has one optimiser: use lr)")
+    for name in ("max_grad_norm", "ent_coef", "vf_coef"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+
+
+class QNetwork(nn.Module):
+    """Action-value critic: obs → Q(s, ·) over |A| discrete actions, or concat(obs, a) → Q(s, a) for Box."""
+
+    def __init__(
+        self, obs_dim: int, hidden_sizes, activation: str, normalize_obs: bool, outputs: int, action_dim: int
+    ):
+        super().__init__()
+        self.outputs, self.action_dim = outputs, action_dim
+        self.normalizer = RunningNormalizer(obs_dim) if normalize_obs else None
+        self.net = mlp(obs_dim + action_dim, hidden_sizes, outputs, activation)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        obs = obs.to(self.net[0].weight.dtype)
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        if self.action_dim:
+            obs = torch.cat([obs, actions.to(obs.dtype)], dim=-1)
+        out = self.net(obs)
+        return out.squeeze(-1) if self.outputs == 1 else out
+
+
+def critic_targets(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    config: Config,
+) -> torch.Tensor:
+    """G_t [T, N] of --target (module docstring); next_values[t] = C(s_{t+1}) of the true next state."""
+    if config.target == "td0":
+        return n_step_return(rewards, next_values, terminated, truncated, config.gamma, 1)
+    if config.target == "nstep":  # n = T: every return runs to its episode's end or the rollout's end
+        return n_step_return(rewards, next_values, terminated, truncated, config.gamma, rewards.shape[0])
+    return td_lambda_return(
+        rewards, values, next_values, terminated, truncated, config.gamma, config.gae_lambda
+    )
+
+
+class A2C(Algorithm):
+    name = "a2c"
+    family = "score function"
+    summary = "A2C: one step per short rollout on Σ ∇log π · Ψ, Ψ = n-step/TD/GAE advantage or Q critic"
+    Config = Config
+
+    def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
+        super().__init__(config, envs, seed, device, total_steps)
+        check_config(config, envs)
+        space = envs.single_action_space
+        head_options: dict[str, Any] = {"bins": config.bins} if config.policy == "discretised" else {}
+        if config.policy in ("diag_gaussian", "tanh_gaussian") or (
+            config.policy == "auto" and isinstance(space, spaces.Box)
+        ):
+            head_options["init_std"] = config.init_std
+        # Q(s, ·) as |A| outputs for discrete actions; Q(s, a) from concat(s, a) for Box actions.
+        self.q_discrete = config.critic == "q" and isinstance(space, spaces.Discrete)
+        self.q_box = config.critic == "q" and not self.q_discrete
+        outputs = int(space.n) if self.q_discrete else 1
+        action_dim = int(space.shape[0]) if self.q_box else 0
+        net = {
+            "hidden_sizes": config.hidden_sizes,
+            "activation": config.activation,
+            "normalize_obs": config.normalize_obs,
+        }
+        self.shared = config.architecture == "shared"
+        if self.shared:
+            self.model: nn.Module = ActorCritic(
+                envs.obs_dim,
+                space,
+                head=config.policy,
+                value_outputs=outputs,
+                action_dim=action_dim,
+                **net,
+                **head_options,
+            ).to(device)
+            self.policy = self.model.policy
+            groups = {"model": self.model}
+        else:
+            self.policy = Policy(envs.obs_dim, space, head=config.policy, **net, **head_options).to(device)
+            self.critic = (
+                QNetwork(envs.obs_dim, outputs=outputs, action_dim=action_dim, **net)
+                if config.critic == "q"
+                else ValueNetwork(envs.obs_dim, **net)
+            ).to(device)
+            self.model = nn.ModuleDict({"policy": self.policy, "critic": self.critic})
+            groups = {"policy": self.policy, "critic": self.critic}
+        # One optimiser per independently clipped parameter group.
+        options = {"alpha": 0.99, "eps": 1e-5} if config.optimizer.lower() == "rmsprop" else {}
+        value_lr = config.value_lr if config.value_lr is not None else config.lr
+        self.optimizers = {
+            name: make_optimizer(
+                config.optimizer,
+                module.named_parameters(),
+                value_lr if name == "critic" else config.lr,
+                **options,
+            )
+            for name, module in groups.items()
+        }
+        self.param_groups = {name: list(module.parameters()) for name, module in groups.items()}
+        self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
+
+    # -- actor and critic -----------------------------------------------------------------------------------
+    def _critic_action(self, sample: torch.Tensor) -> torch.Tensor | None:
+        """What a Box Q critic reads: the env action of a sample (None for V and discrete-Q critics)."""
+        return self.policy.to_env_action(sample) if self.q_box else None
+
+    def _evaluate(self, obs: torch.Tensor, actions: torch.Tensor | None):
+        """(π(·|obs), critic output C, actions): C = V(s) [B], Q(s, ·) [B, |A|] or Q(s, a) [B] (Box).
+
+        A Box Q critic needs a; with actions None it is sampled from π (the bootstrap's a' ~ π(·|s')).
+        """
+        if self.shared:
+            features = self.model.features(obs)
+            dist = self.policy.head(features)
+        else:
+            dist = self.policy.distribution(obs)
+        if self.q_box and actions is None:
+            actions = self._sample_next_actions(dist)
+        critic_actions = self._critic_action(actions) if self.q_box else None
+        if self.shared:
+            out = self.model.critic(features, critic_actions)
+        else:
+            out = self.critic(obs) if critic_actions is None else self.critic(obs, critic_actions)
+        return dist, out, actions
+
+    def _sample_next_actions(self, dist) -> torch.Tensor:
+        """a' ~ π(·|s') for the Q critic's SARSA-style bootstrap."""
+        return dist.sample()
+
+    def _at(self, out: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """C(s, a): pick Q(s, a) from Q(s, ·) for discrete actions; V(s) and Box Q(s, a) pass through."""
+        if self.q_discrete:
+            return out.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return out
+
+    @torch.no_grad()
+    def _bootstrap(self, rollout: Rollout) -> torch.Tensor:
+        """C(s_{t+1}) [T, N] at the true next states: V(s'), or Q(s', a') with a' ~ π(·|s')."""
+        dist, out, _ = self._evaluate(rollout.next_obs, None)
+        if self.q_discrete:
+            return self._at(out, self._sample_next_actions(dist))
+        return out
+
+    # -- one update -----------------------------------------------------------------------------------------
+    def iteration(self, index: int) -> IterationResult:
+        config = self.config
+        rollout = self.collector.collect(self.policy, config.num_steps)
+        next_values = self._bootstrap(rollout)
+        dist, out, _ = self._evaluate(rollout.obs, rollout.actions)
+        critic_sa = self._at(out, rollout.actions)  # C(s_t[, a_t]) [T, N], with grad
+        values = critic_sa.detach()
+        returns = critic_targets(
+            rollout.rewards, values, next_values, rollout.terminated, rollout.truncated, config
+        )
+        if config.critic == "value":
+            weights = returns - values  # the advantage estimate Â_t
+        else:
+            weights = values
+            if config.q_baseline:  # V(s) = Σ_a π(a|s) Q(s, a): no gradient through the baseline
+                weights = weights - (dist.probs.detach() * out.detach()).sum(-1)
+        weights = weights.flatten()
+        if config.normalize_advantages:
+            weights = normalize(weights)
+
+        log_prob = dist.log_prob(rollout.actions).flatten()
+        policy_loss, _ = score_function_loss(log_prob, weights)
+        critic_loss, _ = value_loss(critic_sa.flatten(), returns.flatten())
+        entropy = dist.entropy().mean()
+        loss = policy_loss + config.vf_coef * critic_loss - config.ent_coef * entropy
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norms = {}
+        for name, params in self.param_groups.items():
+            grad_norms[name] = float(nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
+            self.optimizers[name].step()
+
+        metrics = {
+            "loss/policy": policy_loss.item(),
+            "loss/value": critic_loss.item(),
+            "stats/entropy": entropy.item(),
+            "stats/grad_norm": grad_norms.get("model", grad_norms.get("policy", 0.0)),
+            "stats/explained_variance": explained_variance(values.flatten(), returns.flatten()),
+            "stats/advantage_mean": float(weights.mean()),
+        }
+        if not self.shared:
+            metrics["stats/value_grad_norm"] = grad_norms["critic"]
+        if config.normalize_obs:  # after the update: acting and the gradient used the same statistics
+            obs = rollout.obs.flatten(0, 1)
+            self.policy.normalizer.update(obs)
+            if not self.shared:
+                self.critic.normalizer.update(obs)
+        return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
+
+    # -- checkpointing --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+
+    def on_resume(self, iteration: int) -> None:
+        # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes.
+        self.collector.restart(derive_seed(self.seed, "resume", iteration))
