@@ -15,6 +15,8 @@ REGISTRY: dict[str, str] = {
     "npg": "pgrad.algorithms.score_function.npg:NPG",
     "trpo": "pgrad.algorithms.score_function.trpo:TRPO",
     "ppo": "pgrad.algorithms.score_function.ppo:PPO",
+    "grpo": "pgrad.algorithms.score_function.grpo:GRPO",
+    "rloo": "pgrad.algorithms.score_function.rloo:RLOO",
     "is_pg": "pgrad.algorithms.score_function.is_pg:ImportanceSampledPG",
 }
 

@@ -225,6 +225,8 @@ class VecEnv:
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
         self.spec_id = probe.spec.id if probe.spec is not None else None
+        # The time limit as built (env_kwargs included); None when the env has none.
+        self.max_episode_steps: int | None = getattr(probe.spec, "max_episode_steps", None)
         probe.close()
         check_spaces(
             self.single_observation_space, self.single_action_space, algorithm, self.label, action_spaces
