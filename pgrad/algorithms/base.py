@@ -22,6 +22,29 @@ class IterationResult:
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
+def make_policy(envs: VecEnv, config: Any) -> Policy:
+    """The policy an algorithm's config asks for, from its shared fields: hidden_sizes, activation, policy
+    (the head kind), bins (discretised heads), init_std (Gaussian heads) and normalize_obs, where present."""
+    kind = getattr(config, "policy", "auto")
+    gaussian = kind in ("diag_gaussian", "tanh_gaussian") or (
+        kind == "auto" and isinstance(envs.single_action_space, spaces.Box)
+    )
+    head_options: dict[str, Any] = {}
+    if kind == "discretised":
+        head_options["bins"] = config.bins
+    if gaussian and hasattr(config, "init_std"):
+        head_options["init_std"] = config.init_std
+    return Policy(
+        envs.obs_dim,
+        envs.single_action_space,
+        hidden_sizes=config.hidden_sizes,
+        activation=config.activation,
+        head=kind,
+        normalize_obs=getattr(config, "normalize_obs", False),
+        **head_options,
+    )
+
+
 class Algorithm:
     """Base of every algorithm: the harness builds it, calls `iteration` until the step budget is spent, and
     saves/restores it through `state_dict`/`load_state_dict` (nested dicts of tensors and plain values).

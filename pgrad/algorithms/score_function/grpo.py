@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import group_relative_advantages
@@ -165,15 +165,7 @@ class GRPO(Algorithm):
         if config.init_from is not None:
             self.policy = load_run_policy(config.init_from, envs, "init_from").to(device)
         else:
-            head_options = {"bins": config.bins} if config.policy == "discretised" else {}
-            self.policy = Policy(
-                envs.obs_dim,
-                envs.single_action_space,
-                hidden_sizes=config.hidden_sizes,
-                activation=config.activation,
-                head=config.policy,
-                **head_options,
-            ).to(device)
+            self.policy = make_policy(envs, config).to(device)
         self.reference: Policy | None = None
         if config.beta > 0:
             if config.reference == "initial":

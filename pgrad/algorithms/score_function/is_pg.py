@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import episode_index, mean_baseline, reward_to_go
@@ -180,16 +180,7 @@ class ImportanceSampledPG(Algorithm):
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
-        head_options = {"bins": config.bins} if config.policy == "discretised" else {}
-        self.policy = Policy(
-            envs.obs_dim,
-            envs.single_action_space,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            head=config.policy,
-            normalize_obs=config.normalize_obs,
-            **head_options,
-        ).to(device)
+        self.policy = make_policy(envs, config).to(device)
         self.policy_optimizer = make_optimizer(config.optimizer, self.policy.named_parameters(), config.lr)
         if config.behaviour == "lagged":
             self.behaviour = copy.deepcopy(self.policy)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch.distributions import kl_divergence
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -33,7 +33,7 @@ from pgrad.estimators import (
     value_loss,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.policies.networks import ValueNetwork
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 
@@ -103,15 +103,7 @@ class NPG(Algorithm):
     def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
-        self.policy = Policy(
-            envs.obs_dim,
-            envs.single_action_space,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            head=config.policy,
-            normalize_obs=config.normalize_obs,
-            **({"bins": config.bins} if config.policy == "discretised" else {}),
-        ).to(device)
+        self.policy = make_policy(envs, config).to(device)
         self.value = ValueNetwork(
             envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
         ).to(device)

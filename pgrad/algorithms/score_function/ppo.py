@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import gae, normalize
@@ -33,7 +33,7 @@ from pgrad.estimators.surrogates import (
     value_loss,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.policies.networks import ValueNetwork
 from pgrad.policies.normalizers import RewardScaler
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
@@ -123,20 +123,7 @@ class PPO(Algorithm):
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
-        head_options: dict[str, Any] = {"bins": config.bins} if config.policy == "discretised" else {}
-        if config.policy in ("diag_gaussian", "tanh_gaussian") or (
-            config.policy == "auto" and envs.single_action_space.__class__.__name__ == "Box"
-        ):
-            head_options["init_std"] = config.init_std
-        self.policy = Policy(
-            envs.obs_dim,
-            envs.single_action_space,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            head=config.policy,
-            normalize_obs=config.normalize_obs,
-            **head_options,
-        ).to(device)
+        self.policy = make_policy(envs, config).to(device)
         self.value = ValueNetwork(
             envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
         ).to(device)

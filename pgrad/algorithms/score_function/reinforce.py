@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -42,7 +42,7 @@ from pgrad.estimators import (
     total_return,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.policies.networks import ValueNetwork
 from pgrad.run.rollout import collect_episodes
 from pgrad.run.seeding import derive_seed
 from pgrad.types import Rollout
@@ -140,16 +140,7 @@ class Reinforce(Algorithm):
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
-        head_options = {"bins": config.bins} if config.policy == "discretised" else {}
-        self.policy = Policy(
-            envs.obs_dim,
-            envs.single_action_space,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            head=config.policy,
-            normalize_obs=config.normalize_obs,
-            **head_options,
-        ).to(device)
+        self.policy = make_policy(envs, config).to(device)
         self.policy_optimizer = make_optimizer(config.optimizer, self.policy.parameters(), config.lr)
         self.value: ValueNetwork | None = None
         if config.baseline == "value":

@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from gymnasium import spaces
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import explained_variance, gae, kl_k3, normalize, score_function_loss, value_loss
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import Policy, ValueNetwork
+from pgrad.policies.networks import ValueNetwork
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 
@@ -106,20 +105,7 @@ class VPG(Algorithm):
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
-        head_options: dict[str, Any] = {"bins": config.bins} if config.policy == "discretised" else {}
-        if config.policy in ("diag_gaussian", "tanh_gaussian") or (
-            config.policy == "auto" and isinstance(envs.single_action_space, spaces.Box)
-        ):
-            head_options["init_std"] = config.init_std
-        self.policy = Policy(
-            envs.obs_dim,
-            envs.single_action_space,
-            hidden_sizes=config.hidden_sizes,
-            activation=config.activation,
-            head=config.policy,
-            normalize_obs=config.normalize_obs,
-            **head_options,
-        ).to(device)
+        self.policy = make_policy(envs, config).to(device)
         self.value = ValueNetwork(
             envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
         ).to(device)
