@@ -30,6 +30,7 @@ import pgrad
 from pgrad.run.logger import read_metrics
 
 RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "score_function_runs.jsonl"  # one line per run (with its curve); the table is built from it
 
 # Each row: the rl-zoo settings in both libraries' vocabularies.
 ROWS: dict[str, dict[str, Any]] = {
@@ -214,6 +215,8 @@ class Args:
     """Rows to run."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds per row and library."""
+    report_only: bool = False
+    """Rebuild the table and plot from the saved runs without training."""
     budget: int | None = None
     """Override every row's step budget (for a quick smoke run)."""
 
@@ -221,16 +224,22 @@ class Args:
 def main() -> None:
     args = tyro.cli(Args)
     torch.set_num_threads(1)
+    for name in args.rows:  # import every algorithm now, not half-way through a long benchmark
+        pgrad.get_algorithm(ROWS[name]["pgrad_algo"])
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for name in args.rows:
+    RUNS.parent.mkdir(parents=True, exist_ok=True)
+    for name in () if args.report_only else args.rows:
         row = dict(ROWS[name], budget=args.budget or ROWS[name]["budget"])
-        results[name] = {"pgrad": [], "sb3": []}
         for seed in args.seeds:  # alternate libraries so that machine noise hits both
             for lib, runner in (("sb3", run_sb3), ("pgrad", run_pgrad)):
-                out = runner(row, seed)
-                results[name][lib].append(out)
-                summary = {k: v for k, v in out.items() if k != "curve"}
-                print(json.dumps({"row": name, "lib": lib, "seed": seed, **summary}), flush=True)
+                out = {"row": name, "lib": lib, "seed": seed, **runner(row, seed)}
+                with open(RUNS, "a") as f:  # every run is kept, so an interrupted benchmark loses nothing
+                    f.write(json.dumps(out) + "\n")
+                print(json.dumps({k: v for k, v in out.items() if k != "curve"}), flush=True)
+    for line in RUNS.read_text().splitlines():
+        out = json.loads(line)
+        if out["row"] in args.rows and out["seed"] in args.seeds:
+            results.setdefault(out["row"], {"pgrad": [], "sb3": []})[out["lib"]].append(out)
     _write(results, args.seeds)
 
 
