@@ -4,6 +4,7 @@
     pgrad eval DIR --episodes K [--deterministic]
     pgrad resume DIR [--total-steps N]
     pgrad list
+    pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims
 
 Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
 and exits with status 2, without a traceback.
@@ -18,6 +19,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Generic, TypeVar
 
 import tyro
@@ -32,6 +34,7 @@ USAGE = """usage: pgrad {train,eval,resume,list} ...
   pgrad eval DIR --episodes K [--deterministic]
   pgrad resume DIR [--total-steps N]
   pgrad list                      algorithms and how each estimates the policy gradient
+  pgrad lab list | STUDY | claims  the gradient lab: estimators against the exact gradient
 
 `pgrad train ALGO --help` lists an algorithm's flags."""
 
@@ -184,7 +187,49 @@ def cmd_list(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "resume": cmd_resume, "list": cmd_list}
+@dataclasses.dataclass
+class ClaimsArgs:
+    """Measure every claim of the references and print claim, figure, verdict."""
+
+    out: str = "lab"
+    """Folder for claims.md."""
+
+
+def cmd_lab(argv: Sequence[str]) -> int:
+    from pgrad.lab.claims import claims_table, run_claims
+    from pgrad.lab.studies import STUDIES, StudyOptions, run_study
+
+    if not argv or argv[0] in ("-h", "--help", "list"):
+        print("studies: " + ", ".join([*STUDIES, "claims"]))
+        for name, fn in STUDIES.items():
+            print(f"  {name:12s} {(fn.__doc__ or '').strip()}")
+        print("  claims       every claim of the references, measured, with a verdict")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name == "claims":
+        args = _parse(ClaimsArgs, rest, "pgrad lab claims")
+        table = claims_table(run_claims())
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "claims.md").write_text("# Claims of the references, measured\n\n" + table + "\n")
+        print(table)
+        return 0
+    if name not in STUDIES:
+        raise ConfigError(f"unknown lab study '{name}' (studies: {', '.join([*STUDIES, 'claims'])})")
+
+    @dataclasses.dataclass
+    class LabArgs(StudyOptions):
+        out: str = "lab"
+        """Folder for the study's markdown table and plot."""
+
+    args = _parse(LabArgs, rest, f"pgrad lab {name}")
+    options = StudyOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudyOptions)})
+    text, plot = run_study(name, options, args.out)
+    print(text)
+    print(f"plot: {plot}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "resume": cmd_resume, "list": cmd_list, "lab": cmd_lab}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

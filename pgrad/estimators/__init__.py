@@ -18,6 +18,8 @@ from pgrad.estimators.importance import (
     per_decision_weights,
     trajectory_weights,
 )
+from pgrad.estimators.pathwise import bptt_loss, deterministic_actor_loss, reparameterised_actor_loss
+from pgrad.estimators.relaxations import gumbel_softmax, reinmax, straight_through
 from pgrad.estimators.returns import n_step_return, reward_to_go, td_lambda_return, total_return
 from pgrad.estimators.surrogates import (
     adaptive_kl_beta,
@@ -39,22 +41,37 @@ from pgrad.estimators.surrogates import (
     set_flat_params,
     value_loss,
 )
+from pgrad.estimators.zeroth_order import (
+    adaptive_alpha_order_gradient,
+    alpha_order_gradient,
+    finite_difference_gradient,
+    gaussian_smoothing_gradient,
+    gaussian_smoothing_samples,
+)
 
 __all__ = [
+    "adaptive_alpha_order_gradient",
     "adaptive_kl_beta",
+    "alpha_order_gradient",
     "backtracking_line_search",
+    "bptt_loss",
     "clip_weights",
     "clipped_surrogate",
     "conjugate_gradient",
     "cumulative_log_ratio",
+    "deterministic_actor_loss",
     "effective_sample_size",
     "episode_index",
     "explained_variance",
+    "finite_difference_gradient",
     "fisher_vector_product",
     "flat_grad",
     "flat_params",
     "gae",
+    "gaussian_smoothing_gradient",
+    "gaussian_smoothing_samples",
     "group_relative_advantages",
+    "gumbel_softmax",
     "importance_ratio",
     "importance_weighted_advantages",
     "kl_k1",
@@ -70,9 +87,12 @@ __all__ = [
     "optimal_baseline",
     "per_decision_weights",
     "per_step_mean_baseline",
+    "reinmax",
+    "reparameterised_actor_loss",
     "reward_to_go",
     "score_function_loss",
     "set_flat_params",
+    "straight_through",
     "td_lambda_return",
     "total_return",
     "trajectory_weights",

@@ -4,6 +4,7 @@ Given M independent estimates ĝ₁ … ĝ_M ∈ R^P of ∇J (each from a budget
 
     mean ḡ = 1/M Σ ĝₘ,  S = sample covariance of the ĝₘ (P×P, only its trace and tr S² are needed)
     relative bias   ‖ḡ − g‖ / ‖g‖                  with a 99% bootstrap interval over the M estimates
+    noise-corrected √max(0, ‖ḡ − g‖² − tr S / M) / ‖g‖   (‖ḡ − g‖² overstates ‖E ĝ − g‖² by tr S / M)
     total variance  tr S = E‖ĝ − ḡ‖²
     SNR             ‖ḡ‖² / tr S                     (Roberts & Tedrake 2009's signal-to-noise of a gradient)
     cosine          mean over m of ĝₘ·g / (‖ĝₘ‖‖g‖)
@@ -37,6 +38,7 @@ class Measurement:
     budget: int
     estimates: int
     relative_bias: float
+    corrected_bias: float
     bias_low: float
     bias_high: float
     bias_z: float
@@ -79,6 +81,7 @@ def gradient_statistics(
     cos = (x @ g) / (x.norm(dim=1) * g_norm).clamp_min(1e-300)
     return {
         "relative_bias": math.sqrt(bias_sq) / g_norm,
+        "corrected_bias": math.sqrt(max(0.0, bias_sq - tr_s / m)) / g_norm,
         "bias_low": low,
         "bias_high": high,
         "bias_z": (m * bias_sq - tr_s) / math.sqrt(2 * tr_s2)

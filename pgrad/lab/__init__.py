@@ -1,0 +1,1 @@
+"""Gradient lab: exact gradients (`pgrad.lab.exact`), estimator studies, reports and plots."""

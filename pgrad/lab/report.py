@@ -1,0 +1,63 @@
+"""Markdown tables and log-log plots of lab measurements."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from pgrad.lab.measure import Measurement
+
+COLUMNS = (
+    ("estimator", "estimator", "{}"),
+    ("budget", "B", "{}"),
+    ("relative_bias", "rel. bias", "{:.4f}"),
+    ("corrected_bias", "noise-corrected", "{:.4f}"),
+    ("bias_low", "99% CI low", "{:.4f}"),
+    ("bias_high", "99% CI high", "{:.4f}"),
+    ("bias_z", "bias z", "{:.2f}"),
+    ("total_variance", "tr Cov", "{:.4g}"),
+    ("snr", "SNR", "{:.3g}"),
+    ("cosine", "cos(ĝ, ∇J)", "{:.3f}"),
+    ("cost", "cost", "{:.0f}"),
+    ("seconds_per_estimate", "s / estimate", "{:.2g}"),
+)
+
+
+def markdown_table(measurements: list[Measurement]) -> str:
+    """One row per (estimator, budget)."""
+    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    for m in measurements:
+        row = m.row()
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot_measurements(measurements: list[Measurement], path: str | Path, title: str = "") -> Path:
+    """Total variance and relative bias against the budget B, log-log, one line per estimator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_name: dict[str, list[Measurement]] = defaultdict(list)
+    for m in measurements:
+        by_name[m.estimator].append(m)
+    fig, (ax_var, ax_bias) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, ms in by_name.items():
+        ms = sorted(ms, key=lambda m: m.budget)
+        budgets = [m.budget for m in ms]
+        ax_var.loglog(budgets, [max(m.total_variance, 1e-300) for m in ms], "o-", label=name)
+        ax_bias.loglog(budgets, [max(m.relative_bias, 1e-300) for m in ms], "o-", label=name)
+        ax_bias.fill_between(budgets, [m.bias_low for m in ms], [m.bias_high for m in ms], alpha=0.15)
+    ax_var.set(xlabel="samples per estimate B", ylabel="total variance tr Cov[ĝ]", title="variance")
+    ax_bias.set(xlabel="samples per estimate B", ylabel="‖E ĝ − ∇J‖ / ‖∇J‖ (99% CI)", title="relative bias")
+    for ax in (ax_var, ax_bias):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

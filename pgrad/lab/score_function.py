@@ -1,0 +1,186 @@
+"""Score-function estimators on a tabular MDP, measured against the exact finite-horizon gradient.
+
+Problem: a seeded random MDP (or FrozenLake's exact model), a tabular softmax policy πθ(a|s) ∝ exp θ[s, a],
+the undiscounted finite-horizon objective J(θ) = E[Σ_{t<H} r_t], and its exact gradient by backward
+induction (`pgrad.lab.exact.tabular_finite_horizon`). Each estimate draws B episodes, forms the weights Ψ_t
+with pgrad's own estimator functions (the ones the algorithms use) and returns
+
+    ĝ = 1/B Σ_episodes Σ_t ∇θ log πθ(a_t|s_t) Ψ_t,    ∇θ[s, ·] log πθ(a|s) = e_a − πθ(·|s)
+
+(the softmax score in closed form, accumulated with index_add: the same estimate autograd would give, without
+a backward pass per estimate). Ψ options: whole-episode return (naive PG), reward-to-go, minus a baseline
+(batch mean, per-time-step mean, the optimal per-parameter constant, V with controllable error), GAE(λ) with
+a critic of controllable error, and per-decision importance weights for episodes of another policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pgrad.envs.tabular import TabularMDP, frozen_lake, random_mdp
+from pgrad.envs.tabular_batch import TabularEpisodes, sample_episodes
+from pgrad.estimators import (
+    gae,
+    importance_weighted_advantages,
+    mean_baseline,
+    optimal_baseline,
+    per_decision_weights,
+    per_step_mean_baseline,
+    reward_to_go,
+    total_return,
+)
+from pgrad.lab.exact import softmax_policy, tabular_finite_horizon
+from pgrad.lab.measure import Estimator
+
+
+@dataclass
+class TabularProblem:
+    """An MDP, a softmax policy θ [S, A], a horizon H, and the exact J and ∇J (γ = 1)."""
+
+    name: str
+    mdp: TabularMDP
+    theta: Tensor
+    horizon: int
+    J: float
+    exact: Tensor  # [S, A]
+    V: Tensor  # [H + 1, S] exact values V_t(s), V_H = 0
+    Q: Tensor  # [H, S, A]
+
+    @property
+    def probs(self) -> Tensor:
+        return softmax_policy(self.theta)
+
+
+def make_problem(
+    kind: str = "random", horizon: int = 10, seed: int = 0, theta_scale: float = 0.5
+) -> TabularProblem:
+    """`random`: a 6-state, 3-action random MDP; `frozenlake`: FrozenLake 4x4 (slippery) from Gymnasium."""
+    if kind == "random":
+        mdp = random_mdp(6, 3, gamma=1.0, seed=seed)
+    elif kind == "frozenlake":
+        mdp = frozen_lake("4x4", is_slippery=True, gamma=1.0)
+    else:
+        raise ValueError(f"unknown tabular problem '{kind}' (random, frozenlake)")
+    gen = torch.Generator().manual_seed(seed + 1)
+    theta = theta_scale * torch.randn(mdp.P.shape[0], mdp.P.shape[1], generator=gen, dtype=torch.float64)
+    solution = tabular_finite_horizon(mdp, theta, horizon)
+    return TabularProblem(
+        kind,
+        mdp,
+        theta,
+        horizon,
+        float(solution.J),
+        solution.grad.detach(),
+        solution.V.detach(),
+        solution.Q.detach(),
+    )
+
+
+def score_gradient(problem: TabularProblem, episodes: TabularEpisodes, psi: Tensor) -> Tensor:
+    """ĝ = 1/B Σ Σ_t (e_{a_t} − π(·|s_t)) Ψ_t accumulated into row s_t, masked, as a flat [S·A] vector."""
+    S, A = problem.theta.shape
+    probs = problem.probs
+    m = episodes.mask
+    s, a, w = episodes.states[m], episodes.actions[m], psi[m].to(probs.dtype)
+    score = torch.nn.functional.one_hot(a, A).to(probs.dtype) - probs[s]
+    grad = torch.zeros(S, A, dtype=probs.dtype).index_add_(0, s, score * w[:, None])
+    return (grad / episodes.mask.shape[1]).reshape(-1)
+
+
+def per_episode_scores(
+    problem: TabularProblem, episodes: TabularEpisodes, psi: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-episode S_i = Σ_t ∇ log π and W_i = Σ_t ∇ log π Ψ_t, both [B, S·A] (for the optimal baseline)."""
+    S, A = problem.theta.shape
+    probs = problem.probs
+    m = episodes.mask
+    column = torch.arange(m.shape[1]).expand_as(m)[m]
+    s, a = episodes.states[m], episodes.actions[m]
+    score = torch.nn.functional.one_hot(a, A).to(probs.dtype) - probs[s]
+    index = column * S + s
+    B = m.shape[1]
+    scores = torch.zeros(B * S, A, dtype=probs.dtype).index_add_(0, index, score).reshape(B, S * A)
+    weighted = torch.zeros(B * S, A, dtype=probs.dtype).index_add_(0, index, score * psi[m][:, None])
+    return scores, weighted.reshape(B, S * A)
+
+
+def value_error(problem: TabularProblem, scale: float, seed: int = 7) -> Tensor:
+    """A fixed perturbation ξ [H + 1, S] of the exact values (zero at t = H), scaled by `scale`."""
+    gen = torch.Generator().manual_seed(seed)
+    xi = torch.randn(problem.V.shape, generator=gen, dtype=torch.float64)
+    xi[-1] = 0.0
+    return scale * xi
+
+
+def step_index(mask: Tensor) -> Tensor:
+    return torch.arange(mask.shape[0]).unsqueeze(1).expand_as(mask)
+
+
+# -- estimators: (budget B episodes, generator) -> (flat gradient, env steps) --------------------------
+
+
+def estimator(problem: TabularProblem, kind: str, **options: float) -> Estimator:
+    """A score-function estimator of ∇J for `problem`; see the module docstring for the kinds."""
+
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        ep = sample_episodes(problem.mdp, problem.probs, budget, problem.horizon, gen)
+        steps = float(ep.mask.sum())
+        rtg = reward_to_go(ep.rewards, ep.terminated, ep.truncated, 1.0)
+        if kind == "total":
+            psi = total_return(ep.rewards, ep.terminated, ep.truncated, 1.0) - options.get("constant", 0.0)
+        elif kind == "reward_to_go":
+            psi = rtg
+        elif kind == "mean_baseline":
+            psi = rtg - mean_baseline(rtg, ep.mask)
+        elif kind == "per_step_baseline":
+            psi = rtg - per_step_mean_baseline(rtg, step_index(ep.mask), ep.mask)
+        elif kind == "value_baseline":
+            v_hat = problem.V + value_error(problem, options.get("error", 0.0))
+            psi = rtg - v_hat[step_index(ep.mask), ep.states]
+        elif kind == "gae":
+            v_hat = problem.V + value_error(problem, options.get("error", 0.0))
+            t = step_index(ep.mask)
+            values = v_hat[t, ep.states]
+            next_values = v_hat[(t + 1).clamp(max=problem.horizon), ep.next_states]
+            psi, _ = gae(ep.rewards, values, next_values, ep.terminated, ep.truncated, 1.0, options["lam"])
+        elif kind == "optimal_baseline":
+            total = total_return(ep.rewards, ep.terminated, ep.truncated, 1.0)
+            S_i, W_i = per_episode_scores(problem, ep, total)
+            return (W_i - options["baseline"] * S_i).mean(0), steps
+        else:
+            raise ValueError(f"unknown estimator kind '{kind}'")
+        return score_gradient(problem, ep, psi), steps
+
+    return estimate
+
+
+def optimal_constant_baseline(problem: TabularProblem, episodes: int = 50_000, seed: int = 123) -> Tensor:
+    """b_k = E[S_k² G] / E[S_k²] for the naive (whole-return) estimator, from a large independent batch."""
+    gen = torch.Generator().manual_seed(seed)
+    ep = sample_episodes(problem.mdp, problem.probs, episodes, problem.horizon, gen)
+    total = total_return(ep.rewards, ep.terminated, ep.truncated, 1.0)
+    S_i, W_i = per_episode_scores(problem, ep, total)
+    return optimal_baseline(S_i, W_i)
+
+
+def off_policy_estimator(problem: TabularProblem, mismatch: float, seed: int = 11) -> Estimator:
+    """Per-decision importance-sampled REINFORCE from episodes of π_b = softmax(θ + mismatch·ξ)."""
+    gen0 = torch.Generator().manual_seed(seed)
+    behaviour = softmax_policy(
+        problem.theta + mismatch * torch.randn(problem.theta.shape, generator=gen0, dtype=torch.float64)
+    )
+    target = problem.probs
+
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        ep = sample_episodes(problem.mdp, behaviour, budget, problem.horizon, gen)
+        log_ratio = torch.where(
+            ep.mask, target[ep.states, ep.actions].log() - behaviour[ep.states, ep.actions].log(), 0.0
+        )
+        weights = per_decision_weights(log_ratio, ep.terminated, ep.truncated)
+        psi = importance_weighted_advantages(weights, ep.rewards, ep.terminated, ep.truncated, 1.0)
+        return score_gradient(problem, ep, psi), float(ep.mask.sum())
+
+    return estimate
