@@ -236,10 +236,13 @@ def main() -> None:
                 with open(RUNS, "a") as f:  # every run is kept, so an interrupted benchmark loses nothing
                     f.write(json.dumps(out) + "\n")
                 print(json.dumps({k: v for k, v in out.items() if k != "curve"}), flush=True)
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}  # a re-run replaces the earlier run
     for line in RUNS.read_text().splitlines():
         out = json.loads(line)
-        if out["row"] in args.rows and out["seed"] in args.seeds:
-            results.setdefault(out["row"], {"pgrad": [], "sb3": []})[out["lib"]].append(out)
+        latest[(out["row"], out["lib"], out["seed"])] = out
+    for (row_name, lib, seed), out in sorted(latest.items()):
+        if row_name in args.rows and seed in args.seeds:
+            results.setdefault(row_name, {"pgrad": [], "sb3": []})[lib].append(out)
     _write(results, args.seeds)
 
 

@@ -59,6 +59,9 @@ class RunConfig:
     """Write a checkpoint every this many env steps (one is always written at the end)."""
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep."""
+    log_every: int = 1000
+    """Write a metrics record at least every this many env steps (0: every iteration); evaluations,
+    checkpoints and the end of the run always write one. Episode statistics cover the whole interval."""
     threads: int = 1
     """torch CPU threads (1 is fastest for small networks and makes runs bitwise reproducible)."""
     device: str = "cpu"
@@ -70,7 +73,7 @@ class RunConfig:
 
 
 def _check_run_config(run: RunConfig) -> None:
-    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every"):
+    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
         if getattr(run, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
     if run.threads < 1:
@@ -226,27 +229,35 @@ class Trainer:
         self.eval_index += 1
         return result
 
-    def _iteration(self) -> dict[str, Any]:
-        """One algorithm iteration; returns its metrics record."""
-        start_step, start = self.envs.global_step, time.perf_counter()
+    def _iteration(self) -> dict[str, float]:
+        """One algorithm iteration: its episodes join the open log interval; returns its metrics."""
+        start = time.perf_counter()
         result = self.algo.iteration(self.iteration)
-        elapsed = time.perf_counter() - start
-        self.wall_time += elapsed
+        self.wall_time += time.perf_counter() - start
         self.iteration += 1
         self.recent_returns.extend(result.episode_returns.tolist())
+        self._returns.extend(result.episode_returns.tolist())
+        self._lengths.extend(result.episode_lengths.tolist())
+        return result.metrics
+
+    def _record(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """The metrics record closing the current log interval (episode statistics over the interval)."""
         step = self.envs.global_step
+        seconds = self.wall_time - self._interval_time
         record: dict[str, Any] = {
             "global_step": step,
             "iteration": self.iteration,
             "time": round(self.wall_time, 4),
-            "charts/sps": (step - start_step) / max(elapsed, 1e-9),
-            "charts/episodes": len(result.episode_returns),
+            "charts/sps": (step - self._interval_step) / max(seconds, 1e-9),
+            "charts/episodes": len(self._returns),
         }
-        if len(result.episode_returns):
-            record["charts/episode_return"] = float(np.mean(result.episode_returns))
-            record["charts/episode_return_std"] = float(np.std(result.episode_returns))
-            record["charts/episode_length"] = float(np.mean(result.episode_lengths))
-        record.update(result.metrics)
+        if self._returns:
+            record["charts/episode_return"] = float(np.mean(self._returns))
+            record["charts/episode_return_std"] = float(np.std(self._returns))
+            record["charts/episode_length"] = float(np.mean(self._lengths))
+        record.update(metrics)
+        self._returns, self._lengths = [], []
+        self._interval_step, self._interval_time = step, self.wall_time
         return record
 
     def _evaluate_into(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -267,25 +278,37 @@ class Trainer:
         try:
             with progress:
                 progress.update(task, completed=min(self.envs.global_step, run.total_steps))
+                self._returns, self._lengths = [], []
+                self._interval_step, self._interval_time = self.envs.global_step, self.wall_time
                 while self.envs.global_step < run.total_steps and not reached:
-                    record = self._iteration()
-                    step = record["global_step"]
-                    if self.next_eval is not None and step >= self.next_eval and run.eval_episodes > 0:
-                        last_eval = self._evaluate_into(record)
-                        while self.next_eval <= step:
-                            self.next_eval += run.eval_every
-                        reached = (
-                            run.target_return is not None and last_eval["mean_return"] >= run.target_return
-                        )
-                    logger.log(record)
-                    if self.next_checkpoint is not None and step >= self.next_checkpoint:
+                    metrics = self._iteration()
+                    step = self.envs.global_step
+                    evaluate = self.next_eval is not None and step >= self.next_eval and run.eval_episodes > 0
+                    checkpoint = self.next_checkpoint is not None and step >= self.next_checkpoint
+                    if (
+                        evaluate
+                        or checkpoint
+                        or step >= run.total_steps
+                        or step - self._interval_step >= run.log_every
+                    ):
+                        record = self._record(metrics)
+                        if evaluate:
+                            last_eval = self._evaluate_into(record)
+                            while self.next_eval <= step:
+                                self.next_eval += run.eval_every
+                            reached = (
+                                run.target_return is not None
+                                and last_eval["mean_return"] >= run.target_return
+                            )
+                        logger.log(record)
+                        sps = f"{record['charts/sps']:,.0f}"
+                        recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
+                        progress.update(task, completed=min(step, run.total_steps), ret=recent, sps=sps)
+                    if checkpoint:
                         self.save()
                         saved_at = step
                         while self.next_checkpoint <= step:
                             self.next_checkpoint += run.checkpoint_every
-                    recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
-                    sps = f"{record['charts/sps']:,.0f}"
-                    progress.update(task, completed=min(step, run.total_steps), ret=recent, sps=sps)
                 step = self.envs.global_step
                 if run.eval_episodes > 0 and (last_eval is None or last_eval["global_step"] != step):
                     record = {"global_step": step}
