@@ -22,6 +22,7 @@ from torch import Tensor
 
 from pgrad.errors import ConfigError
 from pgrad.estimators.returns import _check_unit_interval, _first_step_index
+from pgrad.estimators.surrogates import _float_tensor, _like
 
 __all__ = ["bptt_loss", "deterministic_actor_loss", "reparameterised_actor_loss"]
 
@@ -184,27 +185,6 @@ def _positive(name: str, value: object) -> float:
     if x <= 0.0:
         raise ConfigError(f"{name} must be > 0, got {x}")
     return x
-
-
-def _float_tensor(name: str, x: object) -> Tensor:
-    """A floating tensor, not detached."""
-    if not isinstance(x, Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ConfigError(f"{name} must have a floating dtype, got {x.dtype}")
-    return x
-
-
-def _like(name: str, x: object, ref: Tensor, ref_name: str) -> Tensor:
-    """A floating tensor with exactly the shape and device of ``ref`` (no broadcasting), cast to its dtype."""
-    x = _float_tensor(name, x)
-    if x.shape != ref.shape:
-        raise ConfigError(
-            f"{name} has shape {tuple(x.shape)}, expected the shape of {ref_name} {tuple(ref.shape)}"
-        )
-    if x.device != ref.device:
-        raise ConfigError(f"{name} is on device {x.device}, expected the device of {ref_name} ({ref.device})")
-    return x.to(ref.dtype)
 
 
 def _flags(name: str, x: object, ref: Tensor) -> Tensor:
