@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Generic, TypeVar
 
+import torch
 import tyro
 
 from pgrad.errors import ConfigError, PgradError
@@ -198,6 +199,8 @@ class ClaimsArgs:
 def cmd_lab(argv: Sequence[str]) -> int:
     from pgrad.lab.claims import claims_table, run_claims
     from pgrad.lab.studies import STUDIES, StudyOptions, run_study
+
+    torch.set_num_threads(1)  # small problems: one thread is fastest, and timings are comparable
 
     if not argv or argv[0] in ("-h", "--help", "list"):
         print("studies: " + ", ".join([*STUDIES, "claims"]))
