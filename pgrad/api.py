@@ -102,7 +102,12 @@ def evaluate(
     if not isinstance(agent, Agent):
         run_dir = agent
         agent = load(run_dir)
+        saved = read_run_file(run_dir)
+        if env is None and not saved.get("env_is_id", True):
+            raise ConfigError(
+                f"{run_dir} was trained on a Python callable env; pass it again: evaluate(..., env=...)"
+            )
         if env_kwargs is None:
-            env_kwargs = read_run_file(run_dir).get("env_kwargs")
+            env_kwargs = saved.get("env_kwargs")
     env = env if env is not None else agent.info["env"]
     return evaluate_policy(agent.policy, env, episodes, deterministic, seed, env_kwargs=env_kwargs)
