@@ -203,12 +203,13 @@ class PPO(Algorithm):
         sums: dict[str, float] = {}
         count = 0
         epochs = 0
+        full_batch = config.num_minibatches == 1
+        if full_batch and config.normalize_advantages:  # the same set every epoch: standardise it once
+            batch = {**batch, "advantages": normalize(batch["advantages"])}
         for epoch in range(config.update_epochs):
             epochs = epoch + 1
             epoch_kl = 0.0
-            if (
-                config.num_minibatches == 1
-            ):  # a full-batch step does not depend on the order: skip the shuffle
+            if full_batch:  # a full-batch step does not depend on the order: skip the shuffle
                 minibatches = [batch]
             else:
                 order = torch.randperm(size, device=batch["obs"].device)
@@ -230,9 +231,10 @@ class PPO(Algorithm):
 
     def _minibatch_step(self, mb: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
         config = self.config
+        standardise = config.normalize_advantages and config.num_minibatches > 1  # else done once in _update
         dist = self.policy.distribution(mb["obs"])
         log_prob = dist.log_prob(mb["actions"])
-        advantages = normalize(mb["advantages"]) if config.normalize_advantages else mb["advantages"]
+        advantages = normalize(mb["advantages"]) if standardise else mb["advantages"]
         if config.loss == "clip":
             policy_loss, info = clipped_surrogate(log_prob, mb["log_probs"], advantages, clip)
         else:
