@@ -39,7 +39,44 @@ def dpg_problem(seed: int = 0):
     return problem, K, lqr_objective_gradient(problem, K).reshape(-1)
 
 
-def dpg_estimator(problem, K: Tensor, critic_error: float, horizon: int = 120, seed: int = 3) -> Estimator:
+def exact_q(problem, P: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """Q(x, u) = −[xᵀQx + uᵀRu + γ x'ᵀ P x'] with x' = Ax + Bu (the objective is minus the cost)."""
+    x_next = x @ problem.A.T + u @ problem.B.T
+    return (
+        -((x @ problem.Q) * x).sum(1)
+        - ((u @ problem.R) * u).sum(1)
+        - problem.gamma * ((x_next @ P) * x_next).sum(1)
+    )
+
+
+def fitted_q_network(problem, K: Tensor, samples: int, seed: int = 5, steps: int = 500):
+    """A 64×64 tanh MLP Q_w(x, u) regressed on the exact Q at `samples` state-action pairs drawn around the
+    policy (x from its discounted state covariance, u = −Kx + 0.5 ε): a learned critic whose error shrinks
+    with the data. Returns the critic as a function (x, u) -> [B]."""
+    from pgrad.policies.networks import mlp
+
+    solution = lqr_solution(problem, K)
+    gen = torch.Generator().manual_seed(seed)
+    cov = solution.Sigma * (1 - problem.gamma)
+    x = torch.randn(samples, problem.n, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    u = -x @ K.T + 0.5 * torch.randn(samples, problem.m, generator=gen, dtype=torch.float64)
+    target = exact_q(problem, solution.P, x, u)
+    torch.manual_seed(seed)
+    net = mlp(problem.n + problem.m, (64, 64), 1, activation="tanh").double()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    inputs = torch.cat([x, u], 1)
+    for _ in range(steps):
+        loss = (net(inputs).squeeze(-1) - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.requires_grad_(False)
+    return lambda x, u: net(torch.cat([x, u], 1)).squeeze(-1)
+
+
+def dpg_estimator(
+    problem, K: Tensor, critic_error: float = 0.0, horizon: int = 120, seed: int = 3, critic=None
+) -> Estimator:
     """B initial states x_0 ~ N(0, Σ₀); critic Q̂(x, u) = −[xᵀQx + uᵀRu + γ x'ᵀ P̂ x'], P̂ = P + error·E."""
     P = lqr_solution(problem, K).P
     gen0 = torch.Generator().manual_seed(seed)
@@ -55,7 +92,10 @@ def dpg_estimator(problem, K: Tensor, critic_error: float, horizon: int = 120, s
         for t in range(horizon):
             u = -x @ K_var.T  # only the action depends on K: DPG differentiates Q̂ through u alone
             x_next = x @ A.T + u @ B.T
-            q = -((x @ Qc) * x).sum(1) - ((u @ R) * u).sum(1) - gamma * ((x_next @ P_hat) * x_next).sum(1)
+            if critic is not None:  # a fitted network instead of the (perturbed) exact Q
+                q = critic(x, u)
+            else:
+                q = -((x @ Qc) * x).sum(1) - ((u @ R) * u).sum(1) - gamma * ((x_next @ P_hat) * x_next).sum(1)
             total = total + gamma**t * q
             x = (x @ (A - B @ K).T).detach()
         loss, _ = deterministic_actor_loss(total)
@@ -189,3 +229,68 @@ def finite_difference_errors(epsilons: tuple[float, ...]) -> tuple[list[float], 
         grad, evaluations = finite_difference_gradient(objective, K.reshape(-1), eps, central=True)
         errors.append(float((grad - exact).norm() / exact.norm()))
     return errors, K.numel(), int(evaluations)
+
+
+# -- zeroth order on the differentiable LQR --------------------------------------------------------------
+
+
+def sampled_returns(env, gains: Tensor, sigma: float, rollouts: int, gen: torch.Generator) -> Tensor:
+    """Mean return of `rollouts` rollouts for each gain in `gains` [G, m, n], all gains sharing the same
+    start states and action noise (common random numbers); returns [G]."""
+    G = gains.shape[0]
+    x = env.reset(rollouts, generator=gen).expand(G, rollouts, -1).reshape(G * rollouts, -1)
+    K = gains.repeat_interleave(rollouts, dim=0)  # [G·R, m, n]
+    total = torch.zeros(G * rollouts, dtype=x.dtype)
+    with torch.no_grad():
+        for _ in range(env.horizon):
+            eps = torch.randn(rollouts, gains.shape[1], generator=gen, dtype=x.dtype).repeat(G, 1)
+            u = -(K @ x.unsqueeze(-1)).squeeze(-1) + sigma * eps
+            x, r, _ = env.step(x, u)
+            total = total + r
+    return total.reshape(G, rollouts).mean(1)
+
+
+def zeroth_order_estimator(env, K: Tensor, sigma: float, method: str, alpha: float = 0.5) -> Estimator:
+    """`fd`: central finite differences (ε = 1e-3) of the CRN-sampled return, budget = rollouts per
+    evaluation (2d evaluations); `smoothing`: antithetic Gaussian smoothing (σ_s = 0.01) with budget pairs,
+    one CRN rollout per pair; `alpha`: α·BPTT + (1 − α)·smoothing (Suh et al. 2022), same budget each."""
+    shape = K.shape
+    bptt = bptt_estimator(env, K, sigma, "bptt")
+
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        theta = K.reshape(-1)
+        if method == "fd":
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+
+            def f(points: Tensor) -> Tensor:
+                return sampled_returns(
+                    env, points.reshape(-1, *shape), sigma, budget, torch.Generator().manual_seed(seed)
+                )
+
+            grad, evaluations = finite_difference_gradient(f, theta, 1e-3, central=True)
+            return grad, float(evaluations * budget * env.horizon)
+        smoothing_sigma = 0.01
+        noise = torch.randn(budget, theta.numel(), generator=gen, dtype=theta.dtype)
+        seeds = torch.randint(0, 2**31 - 1, (budget,), generator=gen).tolist()
+        diffs = torch.stack(
+            [
+                sampled_returns(
+                    env,
+                    torch.stack([theta + smoothing_sigma * e, theta - smoothing_sigma * e]).reshape(
+                        2, *shape
+                    ),
+                    sigma,
+                    1,
+                    torch.Generator().manual_seed(s),
+                )
+                for e, s in zip(noise, seeds, strict=True)
+            ]
+        )
+        zeroth = ((diffs[:, 0] - diffs[:, 1])[:, None] * noise).mean(0) / (2 * smoothing_sigma)
+        cost = float(2 * budget * env.horizon)
+        if method == "smoothing":
+            return zeroth, cost
+        first, first_cost = bptt(budget, gen)
+        return alpha * first + (1 - alpha) * zeroth, cost + first_cost
+
+    return estimate

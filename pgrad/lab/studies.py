@@ -16,8 +16,10 @@ from pgrad.lab.pathwise import (
     diff_lqr_problem,
     dpg_estimator,
     dpg_problem,
+    fitted_q_network,
     relaxation_estimator,
     relaxation_problem,
+    zeroth_order_estimator,
 )
 from pgrad.lab.report import markdown_table, plot_measurements
 from pgrad.lab.score_function import (
@@ -110,6 +112,9 @@ def study_critic(options: StudyOptions) -> tuple[str, list[Measurement]]:
     ∇_K J = −2[(R + γBᵀPB)K − γBᵀPA]Σ."""
     problem, K, exact = dpg_problem(options.seed)
     estimators = {f"DPG, critic error {e}": dpg_estimator(problem, K, e) for e in (0.0, 0.05, 0.1, 0.2)}
+    for samples in (200, 5000):
+        critic = fitted_q_network(problem, K, samples)
+        estimators[f"DPG, fitted Q network ({samples} samples)"] = dpg_estimator(problem, K, critic=critic)
     return "Pathwise gradient through a critic (DPG) on a 3-state LQR", _run(options, estimators, exact)
 
 
@@ -149,6 +154,25 @@ def study_relaxations(options: StudyOptions) -> tuple[str, list[Measurement]]:
     )
 
 
+def study_zeroth_order(options: StudyOptions) -> tuple[str, list[Measurement]]:
+    """Finite differences, antithetic Gaussian smoothing and the α-order mix vs BPTT on a differentiable LQR.
+
+    Finite differences (the references' method): ĝ_i = (Ĵ(θ + εe_i) − Ĵ(θ − εe_i)) / 2ε with Ĵ a mean of B
+    rollouts under common random numbers, 2d evaluations. Gaussian smoothing: ĝ = 1/B Σ (Ĵ(θ + σu) − Ĵ(θ −
+    σu)) u / 2σ, u ~ N(0, I), unbiased for the smoothed objective. α-order (Suh et al. 2022): α·BPTT + (1−α)·
+    smoothing with α = 0.5. Exact ∇J: autograd of `DiffLQR.expected_return`."""
+    env, K, sigma, exact = diff_lqr_problem(seed=options.seed)
+    estimators = {
+        "BPTT": bptt_estimator(env, K, sigma, "bptt"),
+        "finite differences ε=1e-3": zeroth_order_estimator(env, K, sigma, "fd"),
+        "antithetic smoothing σ=0.01": zeroth_order_estimator(env, K, sigma, "smoothing"),
+        "α-order α=0.5": zeroth_order_estimator(env, K, sigma, "alpha"),
+    }
+    return f"Zeroth-order estimators vs BPTT, differentiable LQR, H = {env.horizon}", _run(
+        options, estimators, exact
+    )
+
+
 STUDIES: dict[str, Callable[[StudyOptions], tuple[str, list[Measurement]]]] = {
     "baselines": study_baselines,
     "gae": study_gae,
@@ -156,6 +180,7 @@ STUDIES: dict[str, Callable[[StudyOptions], tuple[str, list[Measurement]]]] = {
     "critic": study_critic,
     "bptt": study_bptt,
     "relaxations": study_relaxations,
+    "zeroth_order": study_zeroth_order,
 }
 
 

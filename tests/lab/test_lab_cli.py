@@ -26,3 +26,10 @@ def test_lab_errors_are_one_line(capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("study", ["gae", "off_policy", "critic", "bptt", "relaxations", "zeroth_order"])
+def test_every_study_runs(tmp_path, study):
+    assert main(["lab", study, "--out", str(tmp_path), "--estimates", "4", "--budgets", "3"]) == 0
+    table = (tmp_path / f"{study}.md").read_text()
+    assert "| estimator |" in table and (tmp_path / f"{study}.png").exists()
