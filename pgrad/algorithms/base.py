@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,20 @@ class IterationResult:
     metrics: dict[str, float]
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class NetworkConfig:
+    """Network fields every algorithm's Config shares (its own fields follow); read by `make_policy`."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy and value MLPs."""
+    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
+    """Hidden activation."""
+    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
+    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
+    bins: int = 11
+    """Bins per action dimension for the discretised policy."""
 
 
 def make_policy(envs: VecEnv, config: Any) -> Policy:

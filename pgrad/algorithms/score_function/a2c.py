@@ -34,7 +34,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -53,7 +53,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """A2C options (`pgrad train a2c --help`). Defaults: rl-baselines3-zoo's CartPole-v1 A2C."""
 
     num_envs: int = 8
@@ -86,14 +86,6 @@ class Config:
     """Entropy bonus coefficient c_e."""
     vf_coef: float = 0.5
     """Critic-loss coefficient c_v (the critic loss is ½·MSE)."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layers of the trunk (shared) or of each network (separate)."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     init_std: float = 1.0
     """Initial standard deviation of Gaussian policies."""
     normalize_obs: bool = False

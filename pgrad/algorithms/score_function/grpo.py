@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import group_relative_advantages
@@ -50,7 +50,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class GroupConfig:
+class GroupConfig(NetworkConfig):
     """Options shared by GRPO and RLOO. The VecEnv has num_envs = num_groups · group_size sub-envs."""
 
     num_groups: int = 8
@@ -83,14 +83,6 @@ class GroupConfig:
     """Global gradient-norm clip (0: none)."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient (per-step mean)."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy MLP."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
 
     @property
     def num_envs(self) -> int:

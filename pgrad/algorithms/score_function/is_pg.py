@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import episode_index, mean_baseline, reward_to_go
@@ -60,7 +60,7 @@ FIELDS = ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """Importance-sampled PG options (`pgrad train is_pg --help`)."""
 
     num_envs: int = 4
@@ -100,14 +100,6 @@ class Config:
     """Value-network learning rate (value baseline)."""
     value_iters: int = 20
     """Gradient steps fitting the value network on each new batch (value baseline)."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer sizes of the policy and value MLPs."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     normalize_obs: bool = False
     """Standardise observations with running statistics (saved in checkpoints, frozen in evaluation)."""
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch.distributions import kl_divergence
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -39,7 +39,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """NPG options (`pgrad train npg --help`)."""
 
     num_envs: int = 8
@@ -66,14 +66,8 @@ class Config:
     """Minibatches per value pass."""
     optimizer: str = "adam"
     """Optimiser of the value network."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy and value MLPs."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
     policy: Literal["auto", "categorical", "diag_gaussian", "discretised"] = "auto"
     """Action distribution (needs an analytic KL: the tanh-Gaussian has none)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     normalize_obs: bool = False
     """Standardise observations with running statistics."""
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import gae, normalize
@@ -40,7 +40,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """PPO options (`pgrad train ppo --help`). Defaults follow CleanRL's ppo.py / the PPO paper."""
 
     num_envs: int = 8
@@ -83,14 +83,6 @@ class Config:
     """Clip the value update around the old values by clip_coef."""
     target_kl: float | None = None
     """Stop the epochs early once the approximate KL exceeds this."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy and value MLPs."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     init_std: float = 1.0
     """Initial standard deviation of Gaussian policies."""
     normalize_obs: bool = False

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -49,7 +49,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """REINFORCE options (`pgrad train reinforce --help`)."""
 
     num_envs: int = 4
@@ -80,14 +80,6 @@ class Config:
     """Gradient steps fitting the value network on each batch (value baseline)."""
     value_minibatches: int = 1
     """Minibatches per value iteration."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layer sizes of the policy and value MLPs."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     normalize_obs: bool = False
     """Standardise observations with running statistics (saved in checkpoints, frozen in evaluation)."""
 

@@ -22,12 +22,12 @@ larger policy step (lr 3e-3), which reached 500 within 25k–50k steps on seeds 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, make_policy
+from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
 from pgrad.envs.gym import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import explained_variance, gae, kl_k3, normalize, score_function_loss, value_loss
@@ -38,7 +38,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config:
+class Config(NetworkConfig):
     """VPG options (`pgrad train vpg --help`)."""
 
     num_envs: int = 4
@@ -63,14 +63,6 @@ class Config:
     """Clip the policy gradient to this global norm (0: no clipping)."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Hidden layers of the policy and value MLPs."""
-    activation: Literal["tanh", "relu", "elu", "silu"] = "tanh"
-    """Hidden activation."""
-    policy: Literal["auto", "categorical", "diag_gaussian", "tanh_gaussian", "discretised"] = "auto"
-    """Action distribution (auto: categorical for Discrete, diagonal Gaussian for Box)."""
-    bins: int = 11
-    """Bins per action dimension for the discretised policy."""
     init_std: float = 1.0
     """Initial standard deviation of Gaussian policies."""
     normalize_obs: bool = False
