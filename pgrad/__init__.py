@@ -2,7 +2,9 @@
 
 from pgrad.algorithms import get_algorithm, list_algorithms
 from pgrad.api import evaluate, load, resume, train
-from pgrad.envs.gym import VecEnv, make_env
+from pgrad.envs.base import VecEnv
+from pgrad.envs.gym import GymVecEnv
+from pgrad.envs.make import make_env
 from pgrad.errors import CheckpointError, ConfigError, EnvError, PgradError
 
 __version__ = "0.1.0"
@@ -11,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "EnvError",
+    "GymVecEnv",
     "PgradError",
     "VecEnv",
     "evaluate",

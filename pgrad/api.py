@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pgrad.algorithms import get_algorithm
-from pgrad.envs.gym import EnvFactory, space_from_dict
+from pgrad.envs.base import EnvFactory
 from pgrad.errors import ConfigError
-from pgrad.policies.networks import Policy
-from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
-from pgrad.run.evaluate import Agent, evaluate_policy
-from pgrad.run.trainer import RunConfig, Trainer, read_run_file
+from pgrad.run.config import RunConfig
+from pgrad.run.evaluate import Agent, evaluate_policy, load_policy
+from pgrad.run.trainer import Trainer, read_run_file
 
 RUN_OPTIONS = {f.name for f in dataclasses.fields(RunConfig)}
 
@@ -46,7 +45,7 @@ def train(
     algo_options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     run = _replace(RunConfig(env=env if isinstance(env, str) else "callable"), run_options, "run")
     config = _replace(cls.Config(), algo_options, f"{cls.name}")
-    return Trainer(cls.name, config, run, env=env, env_kwargs=env_kwargs).run()
+    return Trainer(cls, config, run, env=env, env_kwargs=env_kwargs).run()
 
 
 def resume(
@@ -67,7 +66,7 @@ def resume(
     run = dataclasses.replace(run, run_dir=str(run_dir), **run_options)
     if total_steps is not None:
         run = dataclasses.replace(run, total_steps=total_steps)
-    return Trainer(cls.name, config, run, env=env, env_kwargs=saved.get("env_kwargs"), resume=True).run()
+    return Trainer(cls, config, run, env=env, env_kwargs=saved.get("env_kwargs"), resume=True).run()
 
 
 def _tuples(values: dict[str, Any], config_cls: type) -> dict[str, Any]:
@@ -78,16 +77,7 @@ def _tuples(values: dict[str, Any], config_cls: type) -> dict[str, Any]:
 
 def load(run_dir: str | Path) -> Agent:
     """The policy of a run's latest checkpoint, as an `Agent` with `act(obs, deterministic=...)`."""
-    state, step = load_checkpoint(latest_checkpoint(Path(run_dir) / "checkpoints"))
-    info = state["policy"]
-    policy = Policy.from_spec(info["spec"])
-    policy.load_state_dict(info["weights"])
-    return Agent(
-        policy,
-        space_from_dict(info["observation_space"]),
-        space_from_dict(info["action_space"]),
-        {"algorithm": info["algorithm"], "env": info["env"], "global_step": step, "run_dir": str(run_dir)},
-    )
+    return load_policy(run_dir)
 
 
 def evaluate(

@@ -26,7 +26,7 @@ import torch
 import tyro
 
 from pgrad.errors import ConfigError, PgradError
-from pgrad.run.trainer import RunConfig
+from pgrad.run.config import RunConfig
 
 C = TypeVar("C")
 USAGE = """usage: pgrad {train,eval,resume,list} ...
@@ -126,7 +126,7 @@ def cmd_train(argv: Sequence[str]) -> int:
         f"pgrad train {cls.name}",
         default=TrainArgs(RunConfig(), cls.Config()),
     )
-    summary = Trainer(cls.name, args.algo, args.run).run()
+    summary = Trainer(cls, args.algo, args.run).run()
     print(json.dumps(_summary_line(summary)))
     return 0
 
@@ -181,9 +181,12 @@ def cmd_list(argv: Sequence[str]) -> int:
 
     if argv:
         raise ConfigError(f"`pgrad list` takes no arguments, got {' '.join(argv)}")
-    table = Table("algorithm", "estimator family", "estimate of ∇θJ")
-    for row in list_algorithms():
-        table.add_row(row["name"], row["family"], row["summary"])
+    table = Table("estimator family", "algorithm", "estimate of ∇θJ")
+    rows = list_algorithms()  # grouped by family
+    for i, row in enumerate(rows):
+        first = i == 0 or rows[i - 1]["family"] != row["family"]
+        last = i == len(rows) - 1 or rows[i + 1]["family"] != row["family"]
+        table.add_row(row["family"] if first else "", row["name"], row["summary"], end_section=last)
     Console().print(table)
     return 0
 

@@ -1,13 +1,21 @@
-"""Algorithms, grouped by how they estimate the policy gradient (see the package docs)."""
+"""Algorithms, one folder per way of estimating the policy gradient ∇θJ (see DESIGN.md and the docs):
+
+    score_function/   ∇θJ ≈ E[∇θ log πθ(a|s) · Â]     REINFORCE, VPG, A2C, NPG, TRPO, PPO, GRPO, RLOO, IS-PG
+    critic/           ∇θJ ≈ E[∇ₐQ(s,a) · ∇θ a]         the learned-critic family
+    differentiable/   ∇θJ = ∇θ Σ γᵗ r(sₜ(θ), aₜ(θ))    the differentiable-simulator family
+
+`get_algorithm(name)` resolves a name to its class for `pgrad.api` and the CLI; the run harness itself only
+ever receives a class.
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from pgrad.algorithms.base import Algorithm, IterationResult
 from pgrad.errors import ConfigError
+from pgrad.run.algorithm import FAMILIES, Algorithm
 
-# name -> "module:Class"; imported on first use so `pgrad list` and the CLI stay fast.
+# name -> "module:Class", grouped by family; imported on first use so `pgrad list` and the CLI stay fast.
 REGISTRY: dict[str, str] = {
     "reinforce": "pgrad.algorithms.score_function.reinforce:Reinforce",
     "vpg": "pgrad.algorithms.score_function.vpg:VPG",
@@ -31,12 +39,13 @@ def get_algorithm(name: str) -> type[Algorithm]:
 
 
 def list_algorithms() -> list[dict[str, str]]:
-    """Each algorithm with its estimator family and a one-line summary."""
+    """Each algorithm with its estimator family and a one-line summary, grouped by family."""
     rows = []
     for name in REGISTRY:
         cls = get_algorithm(name)
         rows.append({"name": name, "family": cls.family, "summary": cls.summary})
-    return rows
+    order = {family: i for i, family in enumerate(FAMILIES)}
+    return sorted(rows, key=lambda row: order.get(row["family"], len(order)))
 
 
-__all__ = ["REGISTRY", "Algorithm", "IterationResult", "get_algorithm", "list_algorithms"]
+__all__ = ["REGISTRY", "Algorithm", "get_algorithm", "list_algorithms"]

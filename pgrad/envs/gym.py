@@ -2,7 +2,7 @@
 
 Autoreset mode: **same-step** (`gymnasium.vector.AutoresetMode.SAME_STEP`). When a sub-env's episode ends at
 step t, the observation returned for t is already the first observation of the next episode, and the true
-final observation s_{t+1} comes back separately. `VecEnv.step` returns both: `next_obs` (what the policy
+final observation s_{t+1} comes back separately. `GymVecEnv.step` returns both: `next_obs` (what the policy
 acts on next) and `final_obs` (the true s_{t+1} of every transition, equal to `next_obs` where the episode
 did not end). A transition therefore never pairs a terminal observation with a reset observation, and
 V(final observation) is at hand to bootstrap a truncated episode.
@@ -15,9 +15,8 @@ downstream (and so before any parameter update) sees the values.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -25,38 +24,9 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from pgrad.envs.base import EnvFactory, EpisodeStats, StepResult, env_label
+from pgrad.envs.spaces import ACTION_SPACES, check_spaces, obs_dim, obs_to_tensor
 from pgrad.errors import EnvError
-
-EnvFactory = Callable[[], gym.Env]
-
-OBSERVATION_SPACES = (spaces.Box, spaces.Discrete)
-ACTION_SPACES = (spaces.Box, spaces.Discrete)
-
-
-class StepResult(NamedTuple):
-    """One vector step, all tensors with leading dimension N (number of sub-envs)."""
-
-    next_obs: torch.Tensor  # [N, D] observation to act on next (a reset observation where an episode ended)
-    reward: torch.Tensor  # [N]
-    terminated: torch.Tensor  # [N] bool: s_{t+1} is terminal, do not bootstrap
-    truncated: torch.Tensor  # [N] bool: episode cut by a time limit, bootstrap from V(final_obs)
-    final_obs: torch.Tensor  # [N, D] the true s_{t+1} (the final observation where the episode ended)
-
-
-@dataclass
-class EpisodeStats:
-    """Episodes completed during one step: returns and lengths, and which sub-env finished them."""
-
-    returns: np.ndarray
-    lengths: np.ndarray
-    env_index: np.ndarray
-
-
-def env_label(env: str | EnvFactory) -> str:
-    """A readable name for an env id or factory, used in error messages."""
-    if isinstance(env, str):
-        return env
-    return getattr(env, "__qualname__", None) or type(env).__name__
 
 
 def _make_one(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -115,80 +85,8 @@ class _StepContract(gym.Wrapper):
         return super().reset(**kwargs)
 
 
-def check_spaces(
-    observation_space: spaces.Space,
-    action_space: spaces.Space,
-    algorithm: str,
-    env: str,
-    action_spaces: tuple[type[spaces.Space], ...] = ACTION_SPACES,
-) -> None:
-    """Reject spaces the algorithm cannot handle before the first step, naming the space and algorithm."""
-    if not isinstance(observation_space, OBSERVATION_SPACES):
-        raise EnvError(
-            f"env '{env}': observation space {observation_space} is not supported by {algorithm} "
-            f"(supported: {', '.join(s.__name__ for s in OBSERVATION_SPACES)}); flatten it with a wrapper"
-        )
-    if isinstance(observation_space, spaces.Box) and not np.issubdtype(observation_space.dtype, np.number):
-        raise EnvError(f"env '{env}': observation space {observation_space} has a non-numeric dtype")
-    if not isinstance(action_space, action_spaces):
-        raise EnvError(
-            f"env '{env}': action space {action_space} is not supported by {algorithm} "
-            f"(supported: {', '.join(s.__name__ for s in action_spaces)})"
-        )
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) != 1:
-        raise EnvError(
-            f"env '{env}': action space {action_space} is not supported by {algorithm} "
-            "(Box actions must be 1-D vectors)"
-        )
-
-
-def obs_dim(observation_space: spaces.Space) -> int:
-    """Length of the flat float vector an observation becomes (one-hot for Discrete)."""
-    if isinstance(observation_space, spaces.Discrete):
-        return int(observation_space.n)
-    return int(np.prod(observation_space.shape))
-
-
-def obs_to_tensor(
-    space: spaces.Space,
-    obs: np.ndarray,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """A batch of raw observations [B, *shape] as flat float vectors [B, D] (one-hot for Discrete)."""
-    if isinstance(space, spaces.Discrete):
-        index = torch.as_tensor(np.asarray(obs) - space.start, dtype=torch.long)
-        return torch.nn.functional.one_hot(index, int(space.n)).to(device, dtype)
-    flat = np.asarray(obs).reshape(len(obs), -1)
-    return torch.as_tensor(flat, device=device, dtype=dtype)
-
-
-def space_to_dict(space: spaces.Space) -> dict[str, Any]:
-    """JSON description of a Box or Discrete space (for checkpoints)."""
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, spaces.Box):
-        return {
-            "type": "Box",
-            "low": space.low.tolist(),
-            "high": space.high.tolist(),
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-        }
-    raise EnvError(f"cannot describe space {space} (only Box and Discrete)")
-
-
-def space_from_dict(data: dict[str, Any]) -> spaces.Space:
-    """Inverse of `space_to_dict`."""
-    if data["type"] == "Discrete":
-        return spaces.Discrete(data["n"], start=data["start"])
-    low = np.asarray(data["low"], dtype=data["dtype"]).reshape(data["shape"])
-    high = np.asarray(data["high"], dtype=data["dtype"]).reshape(data["shape"])
-    return spaces.Box(low, high, dtype=data["dtype"])
-
-
-class VecEnv:
-    """N copies of an env stepped in lock-step, returning torch tensors; see the module docstring.
+class GymVecEnv:
+    """N Gymnasium envs stepped in lock-step, returning torch tensors: a `pgrad.envs.base.VecEnv`.
 
     Args:
         env: a Gymnasium env id (also `module:EnvName-vN`) or a callable returning a `gymnasium.Env`.
@@ -325,29 +223,8 @@ class VecEnv:
     def close(self) -> None:
         self._envs.close()
 
-    def __enter__(self) -> VecEnv:
+    def __enter__(self) -> GymVecEnv:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def make_env(env: str | EnvFactory, num_envs: int = 1, backend: str = "gymnasium", **kwargs: Any) -> VecEnv:
-    """Build a `VecEnv` (see its docstring) from a Gymnasium env id or a callable.
-
-    `backend="native"` returns pgrad's batched torch twin of the env id instead (pgrad.envs.native), which
-    has the same interface and dynamics and steps every sub-env in one tensor operation.
-    """
-    if backend == "native":
-        from pgrad.envs.native import make_native
-
-        if not isinstance(env, str):
-            raise EnvError("the native backend needs an env id, not a callable")
-        if kwargs.get("env_kwargs"):
-            raise EnvError(f"the native twin of '{env}' takes no env keyword arguments")
-        return make_native(
-            env, num_envs, device=kwargs.get("device", "cpu"), dtype=kwargs.get("dtype", torch.float32)
-        )
-    if backend != "gymnasium":
-        raise EnvError(f"unknown env backend '{backend}' (gymnasium or native)")
-    return VecEnv(env, num_envs, **kwargs)

@@ -4,7 +4,7 @@ A `TabularMDP` holds the whole model as float64 torch tensors: ``P [S, A, S']`` 
 ``R [S, A]`` expected rewards, ``rho [S]`` start distribution, ``gamma``, and optionally ``terminal [S]``
 (bool) and ``transition_rewards [S, A, S']`` (the reward of each transition s, a → s'; R = Σ_s' P r).
 `pgrad.lab.exact` computes values and exact policy gradients from it; `TabularEnv` samples from it so that
-sample-based estimators run on the very same MDP (through `VecEnv`: see `tabular_vec_env`).
+sample-based estimators run on the very same MDP (through `GymVecEnv`: see `tabular_vec_env`).
 
 Discounting convention. A Gymnasium episode ends when it enters a terminal state (FrozenLake's holes and
 goal). The model makes terminal states absorbing with zero reward, so the infinite-horizon discounted value
@@ -29,7 +29,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError, EnvError
 
 __all__ = ["TabularEnv", "TabularMDP", "from_toy_text", "frozen_lake", "random_mdp", "tabular_vec_env"]
@@ -355,12 +355,12 @@ class TabularEnv(gym.Env):
 
 def tabular_vec_env(
     mdp: TabularMDP, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
-) -> VecEnv:
-    """A `VecEnv` of ``num_envs`` `TabularEnv` copies of ``mdp`` (kwargs go to `VecEnv`, e.g. ``dtype``)."""
+) -> GymVecEnv:
+    """A `GymVecEnv` of ``num_envs`` `TabularEnv` copies of ``mdp`` (kwargs go to `GymVecEnv`, e.g. dtype)."""
 
     def factory() -> TabularEnv:
         return TabularEnv(mdp, max_episode_steps)
 
-    factory.__qualname__ = mdp.name  # the env label in VecEnv's error messages
+    factory.__qualname__ = mdp.name  # the env label in error messages
     maker: Callable[[], gym.Env] = factory
-    return VecEnv(maker, num_envs, **kwargs)
+    return GymVecEnv(maker, num_envs, **kwargs)

@@ -1,4 +1,14 @@
-"""Return and advantage estimators: pure tensor functions over time-major [T, N] rollouts."""
+"""Estimators of the policy gradient and its ingredients: pure functions, tensors in and tensors out.
+
+returns.py        total return, reward-to-go, n-step and λ-returns
+advantages.py     baselines (mean, per-step, optimal), GAE, group-relative and leave-one-out advantages
+importance.py     trajectory and per-decision importance weights, truncation, ESS
+losses.py         score-function / clipped / KL-penalty surrogates, KL estimators k1–k3, value loss
+trust_region.py   flat parameters, Fisher-vector products, conjugate gradient, natural step, line search
+pathwise.py       deterministic / reparameterised actor losses, BPTT loss with a critic bootstrap
+relaxations.py    straight-through, Gumbel-Softmax, ReinMax
+zeroth_order.py   finite differences, Gaussian smoothing, α-order mixing
+"""
 
 from pgrad.estimators.advantages import (
     episode_index,
@@ -18,28 +28,31 @@ from pgrad.estimators.importance import (
     per_decision_weights,
     trajectory_weights,
 )
-from pgrad.estimators.pathwise import bptt_loss, deterministic_actor_loss, reparameterised_actor_loss
-from pgrad.estimators.relaxations import gumbel_softmax, reinmax, straight_through
-from pgrad.estimators.returns import n_step_return, reward_to_go, td_lambda_return, total_return
-from pgrad.estimators.surrogates import (
+from pgrad.estimators.losses import (
     adaptive_kl_beta,
-    backtracking_line_search,
     clipped_surrogate,
-    conjugate_gradient,
     explained_variance,
-    fisher_vector_product,
-    flat_grad,
-    flat_params,
     importance_ratio,
     kl_k1,
     kl_k2,
     kl_k3,
     kl_penalty_surrogate,
+    score_function_loss,
+    value_loss,
+)
+from pgrad.estimators.pathwise import bptt_loss, deterministic_actor_loss, reparameterised_actor_loss
+from pgrad.estimators.relaxations import gumbel_softmax, reinmax, straight_through
+from pgrad.estimators.returns import n_step_return, reward_to_go, td_lambda_return, total_return
+from pgrad.estimators.trust_region import (
+    backtracking_line_search,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    flat_jacobian,
+    flat_params,
     make_fisher_vector_product,
     natural_gradient_step,
-    score_function_loss,
     set_flat_params,
-    value_loss,
 )
 from pgrad.estimators.zeroth_order import (
     adaptive_alpha_order_gradient,
@@ -66,6 +79,7 @@ __all__ = [
     "finite_difference_gradient",
     "fisher_vector_product",
     "flat_grad",
+    "flat_jacobian",
     "flat_params",
     "gae",
     "gaussian_smoothing_gradient",

@@ -14,16 +14,8 @@ import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
-from pgrad.estimators.returns import (
-    _check_like,
-    _check_rewards,
-    _check_tensor,
-    _check_unit_interval,
-    _check_values,
-    _episode_flags,
-    _episode_starts,
-    _first_step_index,
-)
+from pgrad.estimators import _checks as _c
+from pgrad.estimators.returns import _episode_flags, _episode_starts, _first_step_index
 
 __all__ = [
     "episode_index",
@@ -70,11 +62,11 @@ def gae(
     Returns:
         (advantages, returns), both [T, N] with the dtype/device of ``rewards``.
     """
-    rewards = _check_rewards(rewards)
-    values = _check_values("values", values, rewards)
-    next_values = _check_values("next_values", next_values, rewards)
-    gamma = _check_unit_interval("gamma", gamma)
-    lam = _check_unit_interval("lam", lam)
+    rewards = _c.rewards_tensor(rewards)
+    values = _c.like("values", values, rewards, "rewards").detach()
+    next_values = _c.like("next_values", next_values, rewards, "rewards").detach()
+    gamma = _c.unit_interval("gamma", gamma)
+    lam = _c.unit_interval("lam", lam)
     term, done = _episode_flags(terminated, truncated, rewards)
     T = rewards.shape[0]
     advantages = torch.empty_like(rewards)
@@ -94,11 +86,6 @@ def gae(
 # baselines
 
 
-def _check_mask_like(mask: object, ref: Tensor, ref_name: str) -> Tensor:
-    mask = _check_like("mask", mask, ref, ref_name)
-    return mask if mask.dtype == torch.bool else mask != 0
-
-
 def mean_baseline(returns: Tensor, mask: Tensor | None = None) -> Tensor:
     """Constant batch-mean baseline b = (1/|S|) Σ_{(t,n) ∈ S} G_{t,n}, S = the steps where mask is True.
 
@@ -109,8 +96,8 @@ def mean_baseline(returns: Tensor, mask: Tensor | None = None) -> Tensor:
     Returns:
         0-d tensor (dtype/device of ``returns``); 0 if the mask selects nothing.
     """
-    returns = _check_rewards(returns, "returns", time_major=False)
-    mask = _check_mask_like(mask, returns, "returns") if mask is not None else None
+    returns = _c.rewards_tensor(returns, "returns", time_major=False)
+    mask = _c.flags("mask", mask, returns, "returns") if mask is not None else None
     if mask is None:
         return returns.mean() if returns.numel() > 0 else returns.new_zeros(())
     total = torch.where(mask, returns, torch.zeros_like(returns)).sum()
@@ -134,7 +121,7 @@ def episode_index(terminated: Tensor, truncated: Tensor) -> tuple[Tensor, Tensor
     Returns:
         (episode_id, step_in_episode), both int64 with the shape of ``terminated``.
     """
-    terminated = _check_tensor("terminated", terminated)
+    terminated = _c.tensor("terminated", terminated).detach()
     if terminated.ndim < 1:
         raise ConfigError("terminated must be time-major [T, N], got a 0-d tensor")
     _, done = _episode_flags(terminated, truncated, terminated, "terminated")
@@ -164,12 +151,12 @@ def per_step_mean_baseline(returns: Tensor, step_in_episode: Tensor, mask: Tenso
     Returns:
         [T, N] tensor, dtype/device of ``returns``.
     """
-    returns = _check_rewards(returns, "returns", time_major=False)
-    step_in_episode = _check_like("step_in_episode", step_in_episode, returns, "returns")
+    returns = _c.rewards_tensor(returns, "returns", time_major=False)
+    step_in_episode = _c.same_shape("step_in_episode", step_in_episode, returns, "returns").detach()
     dtype = step_in_episode.dtype
     if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
         raise ConfigError(f"step_in_episode must be an integer tensor, got {step_in_episode.dtype}")
-    mask = _check_mask_like(mask, returns, "returns") if mask is not None else None
+    mask = _c.flags("mask", mask, returns, "returns") if mask is not None else None
     if returns.numel() == 0:
         return torch.zeros_like(returns)
     index = step_in_episode.reshape(-1).long()
@@ -202,8 +189,8 @@ def optimal_baseline(score_sums: Tensor, weighted_score_sums: Tensor) -> Tensor:
     Returns:
         [P] tensor (the trailing shape), dtype/device of ``score_sums``.
     """
-    score_sums = _check_rewards(score_sums, "score_sums")
-    weighted = _check_values("weighted_score_sums", weighted_score_sums, score_sums)
+    score_sums = _c.rewards_tensor(score_sums, "score_sums")
+    weighted = _c.like("weighted_score_sums", weighted_score_sums, score_sums, "score_sums").detach()
     numerator = (weighted * score_sums).sum(dim=0)
     denominator = score_sums.square().sum(dim=0)
     nonzero = denominator > 0
@@ -230,7 +217,7 @@ def group_relative_advantages(rewards: Tensor, eps: float = 1e-8, scale: bool = 
     Returns:
         tensor of the shape/dtype/device of ``rewards``; zero mean over every group.
     """
-    rewards = _check_rewards(rewards)
+    rewards = _c.rewards_tensor(rewards)
     eps = _check_eps(eps)
     if rewards.shape[-1] == 0:
         return torch.zeros_like(rewards)
@@ -252,7 +239,7 @@ def leave_one_out_advantages(rewards: Tensor) -> Tensor:
     Returns:
         tensor of the shape/dtype/device of ``rewards``; zero mean over every group.
     """
-    rewards = _check_rewards(rewards)
+    rewards = _c.rewards_tensor(rewards)
     k = rewards.shape[-1]
     if k < 2:
         raise ConfigError(f"leave_one_out_advantages: group size (last dim of rewards) must be >= 2, got {k}")
@@ -282,12 +269,12 @@ def normalize(advantages: Tensor, mask: Tensor | None = None, eps: float = 1e-8)
     Returns:
         tensor of the shape/dtype/device of ``advantages``.
     """
-    advantages = _check_rewards(advantages, "advantages", time_major=False)
+    advantages = _c.rewards_tensor(advantages, "advantages", time_major=False)
     eps = _check_eps(eps)
     if mask is None:
         mask = torch.ones(advantages.shape, dtype=torch.bool, device=advantages.device)
     else:
-        mask = _check_mask_like(mask, advantages, "advantages")
+        mask = _c.flags("mask", mask, advantages, "advantages")
     zero = torch.zeros_like(advantages)
     if advantages.numel() == 0:
         return zero

@@ -31,16 +31,9 @@ import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
+from pgrad.estimators import _checks as _c
 from pgrad.estimators.advantages import episode_index
-from pgrad.estimators.returns import (
-    _check_like,
-    _check_rewards,
-    _check_values,
-    _episode_flags,
-    _episode_starts,
-    _first_step_index,
-    reward_to_go,
-)
+from pgrad.estimators.returns import _episode_flags, _episode_starts, _first_step_index, reward_to_go
 
 __all__ = [
     "clip_weights",
@@ -81,7 +74,7 @@ def cumulative_log_ratio(log_ratio: Tensor, terminated: Tensor, truncated: Tenso
     Returns:
         [T, N] tensor, dtype/device of ``log_ratio``.
     """
-    log_ratio = _check_rewards(log_ratio, "log_ratio")
+    log_ratio = _c.rewards_tensor(log_ratio, "log_ratio")
     _, done = _episode_flags(terminated, truncated, log_ratio, "log_ratio")
     if log_ratio.shape[0] == 0:
         return log_ratio.clone()
@@ -102,7 +95,7 @@ def per_decision_weights(log_ratio: Tensor, terminated: Tensor, truncated: Tenso
     Returns:
         [T, N] non-negative tensor, dtype/device of ``log_ratio`` (inf where exp(L_t) overflows the dtype).
     """
-    log_ratio = _check_rewards(log_ratio, "log_ratio")
+    log_ratio = _c.rewards_tensor(log_ratio, "log_ratio")
     return torch.exp(cumulative_log_ratio(log_ratio.double(), terminated, truncated)).to(log_ratio.dtype)
 
 
@@ -119,7 +112,7 @@ def trajectory_weights(log_ratio: Tensor, terminated: Tensor, truncated: Tensor)
     Returns:
         [T, N] non-negative tensor, dtype/device of ``log_ratio``; constant within an episode.
     """
-    log_ratio = _check_rewards(log_ratio, "log_ratio")
+    log_ratio = _c.rewards_tensor(log_ratio, "log_ratio")
     _, done = _episode_flags(terminated, truncated, log_ratio, "log_ratio")
     cumulative = cumulative_log_ratio(log_ratio.double(), terminated, truncated)
     if log_ratio.shape[0] == 0:
@@ -166,7 +159,7 @@ def clip_weights(
     Returns:
         tensor of the shape/dtype/device of ``weights``; unchanged if no episode is in the mask.
     """
-    weights = _check_rewards(weights, "weights", time_major=False)
+    weights = _c.rewards_tensor(weights, "weights", time_major=False)
     if max_weight is not None:
         if isinstance(max_weight, bool) or not isinstance(max_weight, numbers.Real):
             raise ConfigError(f"max_weight must be a number > 0 or None, got {max_weight!r}")
@@ -180,11 +173,7 @@ def clip_weights(
     if weights.ndim < 1:
         raise ConfigError("weights must be time-major [T, N] to self-normalise, got a 0-d tensor")
     _, done = _episode_flags(terminated, truncated, weights, "weights")
-    in_batch = (
-        torch.ones_like(done)
-        if mask is None
-        else _check_like("mask", mask, weights, "weights").to(torch.bool)
-    )
+    in_batch = torch.ones_like(done) if mask is None else _c.flags("mask", mask, weights, "weights")
     if weights.numel() == 0:
         return weights
     _, step = episode_index(done, torch.zeros_like(done))
@@ -223,9 +212,9 @@ def effective_sample_size(weights: Tensor, mask: Tensor | None = None) -> float:
     Returns:
         ESS as a Python float; 0.0 if no entry is selected or all are 0.
     """
-    weights = _check_rewards(weights, "weights", time_major=False)
+    weights = _c.rewards_tensor(weights, "weights", time_major=False)
     if mask is not None:
-        weights = weights[_check_like("mask", mask, weights, "weights").to(torch.bool)]
+        weights = weights[_c.flags("mask", mask, weights, "weights")]
     w = weights.double().reshape(-1)
     if w.numel() == 0:
         return 0.0
@@ -278,15 +267,15 @@ def importance_weighted_advantages(
     Returns:
         [T, N] tensor, dtype/device of ``rewards``.
     """
-    rewards = _check_rewards(rewards)
-    weights = _check_values("weights", weights, rewards)
+    rewards = _c.rewards_tensor(rewards)
+    weights = _c.like("weights", weights, rewards, "rewards").detach()
     weighted_next = None
     if next_values is not None:
         # never read on terminated steps (may hold NaN there): keep it out of the product
         term, _ = _episode_flags(terminated, truncated, rewards)
-        nv = _check_values("next_values", next_values, rewards)
+        nv = _c.like("next_values", next_values, rewards, "rewards").detach()
         weighted_next = torch.where(term, torch.zeros_like(nv), weights * nv)
     psi = reward_to_go(weights * rewards, terminated, truncated, gamma, weighted_next)
     if baselines is not None:
-        psi = psi - weights * _check_values("baselines", baselines, rewards)
+        psi = psi - weights * _c.like("baselines", baselines, rewards, "rewards").detach()
     return psi

@@ -14,15 +14,12 @@ Losses return ``(loss, info)`` with ``info`` a dict of Python floats. Bad argume
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
-from pgrad.estimators.returns import _check_unit_interval, _first_step_index
-from pgrad.estimators.surrogates import _float_tensor, _like
+from pgrad.estimators import _checks as _c
+from pgrad.estimators.returns import _first_step_index
 
 __all__ = ["bptt_loss", "deterministic_actor_loss", "reparameterised_actor_loss"]
 
@@ -38,7 +35,7 @@ def deterministic_actor_loss(q_values: Tensor) -> tuple[Tensor, dict[str, float]
     Returns:
         (loss, info) with info ``q_mean``.
     """
-    q_values = _float_tensor("q_values", q_values)
+    q_values = _c.float_tensor("q_values", q_values)
     loss = -q_values.mean() if q_values.numel() > 0 else q_values.sum() * 0.0
     return loss, {"q_mean": float(q_values.detach().mean()) if q_values.numel() > 0 else 0.0}
 
@@ -60,9 +57,9 @@ def reparameterised_actor_loss(
     Returns:
         (loss, info) with info ``q_mean``, ``log_prob_mean`` and ``entropy`` (= −log_prob_mean).
     """
-    q_values = _float_tensor("q_values", q_values)
-    log_prob = _like("log_prob", log_prob, q_values, "q_values")
-    alpha_value = _real("alpha", alpha)
+    q_values = _c.float_tensor("q_values", q_values)
+    log_prob = _c.like("log_prob", log_prob, q_values, "q_values")
+    alpha_value = _c.real("alpha", alpha, finite=True)
     if alpha_value < 0.0:
         raise ConfigError(f"alpha must be >= 0, got {alpha_value}")
     terms = alpha_value * log_prob - q_values
@@ -114,16 +111,16 @@ def bptt_loss(
         bootstraps), ``bootstrap_mean`` (mean γ-weighted bootstrap term per env) and ``episode_ends`` (number
         of terminated or truncated rows).
     """
-    rewards = _float_tensor("rewards", rewards)
+    rewards = _c.float_tensor("rewards", rewards)
     if rewards.ndim != 2:
         raise ConfigError(f"rewards must be time-major [T, N], got shape {tuple(rewards.shape)}")
-    gamma = _check_unit_interval("gamma", gamma)
+    gamma = _c.unit_interval("gamma", gamma)
     T, N = rewards.shape
-    term = _flags("terminated", terminated, rewards)
-    trunc = torch.zeros_like(term) if truncated is None else _flags("truncated", truncated, rewards)
+    term = _c.flags("terminated", terminated, rewards)
+    trunc = torch.zeros_like(term) if truncated is None else _c.flags("truncated", truncated, rewards)
     done = term | trunc
     if normalizer is not None:
-        normalizer = _positive("normalizer", normalizer)
+        normalizer = _c.positive("normalizer", normalizer)
     Z = float(N) if normalizer is None else normalizer
     if T == 0 or N == 0:
         loss = rewards.sum() * 0.0
@@ -140,7 +137,7 @@ def bptt_loss(
         ends[-1] = True  # the window end bootstraps unless terminated
         ends &= ~term
         if bootstrap_values.ndim == 1:
-            values = _like("bootstrap_values", bootstrap_values, rewards[-1], "rewards[-1]")
+            values = _c.like("bootstrap_values", bootstrap_values, rewards[-1], "rewards[-1]")
             if trunc[:-1].any():
                 raise ConfigError(
                     "bootstrap_values has shape [N] but truncated is set before the last row: pass "
@@ -148,7 +145,7 @@ def bptt_loss(
                 )
             values = torch.cat((values.new_zeros(T - 1, N), values.unsqueeze(0)), dim=0)
         else:
-            values = _like("bootstrap_values", bootstrap_values, rewards, "rewards")
+            values = _c.like("bootstrap_values", bootstrap_values, rewards, "rewards")
         weighted = torch.where(ends, gamma * discount * values, torch.zeros_like(rewards))
         boot_term = weighted.sum()
         total = total + boot_term
@@ -160,41 +157,3 @@ def bptt_loss(
         "episode_ends": float(done.sum()),
     }
     return loss, info
-
-
-# ---------------------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _real(name: str, value: object) -> float:
-    """A real Python number (or a one-element tensor, detached) as float; bools are rejected."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ConfigError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        value = value.detach().item()
-    x = float(value)
-    if not math.isfinite(x):
-        raise ConfigError(f"{name} must be finite, got {x}")
-    return x
-
-
-def _positive(name: str, value: object) -> float:
-    x = _real(name, value)
-    if x <= 0.0:
-        raise ConfigError(f"{name} must be > 0, got {x}")
-    return x
-
-
-def _flags(name: str, x: object, ref: Tensor) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.shape != ref.shape:
-        raise ConfigError(
-            f"{name} has shape {tuple(x.shape)}, expected the shape of rewards {tuple(ref.shape)}"
-        )
-    if x.device != ref.device:
-        raise ConfigError(f"{name} is on device {x.device}, expected the device of rewards ({ref.device})")
-    x = x.detach()
-    return x if x.dtype == torch.bool else x != 0

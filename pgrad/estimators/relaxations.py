@@ -25,13 +25,11 @@ Every function is pure: no state, no in-place op on anything that requires grad.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
+from pgrad.estimators import _checks as _c
 
 __all__ = ["gumbel_softmax", "reinmax", "straight_through"]
 
@@ -44,15 +42,6 @@ def _check_logits(logits: object) -> Tensor:
     if logits.ndim < 1 or logits.shape[-1] < 1:
         raise ConfigError(f"logits must have shape [..., K] with K >= 1, got {tuple(logits.shape)}")
     return logits
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise ConfigError(f"temperature must be a real number > 0, got {temperature!r}")
-    value = float(temperature)
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ConfigError(f"temperature must be a finite number > 0, got {value}")
-    return value
 
 
 def _one_hot_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -100,7 +89,7 @@ def straight_through(
         [..., K] tensor, exactly one-hot in value.
     """
     logits = _check_logits(logits)
-    tau = _check_temperature(temperature)
+    tau = _c.positive("temperature", temperature)
     sample = _one_hot_sample(torch.softmax(logits.detach(), dim=-1), generator)
     soft = torch.softmax(logits / tau, dim=-1)
     return sample + (soft - soft.detach())
@@ -128,7 +117,7 @@ def gumbel_softmax(
         [..., K] tensor; exactly one-hot in value when ``hard``.
     """
     logits = _check_logits(logits)
-    tau = _check_temperature(temperature)
+    tau = _c.positive("temperature", temperature)
     noisy = logits + _gumbel(logits.detach(), generator)
     soft = torch.softmax(noisy / tau, dim=-1)
     if not hard:
@@ -161,7 +150,7 @@ def reinmax(logits: Tensor, temperature: float = 1.0, generator: torch.Generator
         [..., K] tensor, exactly one-hot in value.
     """
     logits = _check_logits(logits)
-    tau = _check_temperature(temperature)
+    tau = _c.positive("temperature", temperature)
     pi0 = torch.softmax(logits, dim=-1)
     sample = _one_hot_sample(pi0, generator)
     pi1_value = 0.5 * (sample + torch.softmax(logits.detach() / tau, dim=-1))

@@ -28,76 +28,21 @@ import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
+from pgrad.estimators import _checks as _c
 
 __all__ = ["n_step_return", "reward_to_go", "td_lambda_return", "total_return"]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# argument checks (shared with advantages.py)
-
-
-def _check_unit_interval(name: str, value: float) -> float:
-    """A Python real number in [0, 1] (gamma, lam), returned as float."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
-        raise ConfigError(f"{name} must be a real number in [0, 1], got {value!r}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ConfigError(f"{name} must be a scalar in [0, 1], got shape {tuple(value.shape)}")
-        value = value.item()
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ConfigError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
-def _check_tensor(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x.detach()
-
-
-def _check_rewards(rewards: object, name: str = "rewards", time_major: bool = True) -> Tensor:
-    """A floating tensor; time-major ones need at least one (time) dimension."""
-    rewards = _check_tensor(name, rewards)
-    if not rewards.is_floating_point():
-        raise ConfigError(f"{name} must have a floating dtype, got {rewards.dtype}")
-    if time_major and rewards.ndim < 1:
-        raise ConfigError(f"{name} must be time-major [T, N], got a 0-d tensor")
-    return rewards
-
-
-def _check_like(name: str, x: object, ref: Tensor, ref_name: str = "rewards") -> Tensor:
-    """Same shape and device as `ref` (no broadcasting: a silent broadcast is almost always a bug)."""
-    x = _check_tensor(name, x)
-    if x.shape != ref.shape:
-        raise ConfigError(
-            f"{name} has shape {tuple(x.shape)}, expected the shape of {ref_name} {tuple(ref.shape)}"
-        )
-    if x.device != ref.device:
-        raise ConfigError(f"{name} is on device {x.device}, expected the device of {ref_name} ({ref.device})")
-    return x
-
-
-def _check_values(name: str, x: object, ref: Tensor) -> Tensor:
-    """Values with the shape/device of `ref`, cast to its dtype."""
-    x = _check_like(name, x, ref)
-    if not x.is_floating_point():
-        raise ConfigError(f"{name} must have a floating dtype, got {x.dtype}")
-    return x.to(ref.dtype)
-
-
-def _check_flags(name: str, x: object, ref: Tensor, ref_name: str = "rewards") -> Tensor:
-    """terminated/truncated/mask: bool, or 0/1 numbers (nonzero = set); returned as bool."""
-    x = _check_like(name, x, ref, ref_name)
-    return x if x.dtype == torch.bool else x != 0
+# episode structure (shared with advantages.py, importance.py and pathwise.py)
 
 
 def _episode_flags(
     terminated: object, truncated: object, ref: Tensor, ref_name: str = "rewards"
 ) -> tuple[Tensor, Tensor]:
     """(terminated, done) as bool tensors shaped like `ref`."""
-    term = _check_flags("terminated", terminated, ref, ref_name)
-    trunc = _check_flags("truncated", truncated, ref, ref_name)
+    term = _c.flags("terminated", terminated, ref, ref_name)
+    trunc = _c.flags("truncated", truncated, ref, ref_name)
     return term, term | trunc
 
 
@@ -140,8 +85,8 @@ def total_return(rewards: Tensor, terminated: Tensor, truncated: Tensor, gamma: 
     Returns:
         [T, N] tensor, dtype/device of ``rewards``; constant within an episode.
     """
-    rewards = _check_rewards(rewards)
-    gamma = _check_unit_interval("gamma", gamma)
+    rewards = _c.rewards_tensor(rewards)
+    gamma = _c.unit_interval("gamma", gamma)
     _, done = _episode_flags(terminated, truncated, rewards)
     to_go = _discounted_backward(rewards, done, gamma, bootstrap=None)
     return torch.gather(to_go, 0, _first_step_index(done))
@@ -176,12 +121,12 @@ def reward_to_go(
     Returns:
         [T, N] tensor, dtype/device of ``rewards``.
     """
-    rewards = _check_rewards(rewards)
-    gamma = _check_unit_interval("gamma", gamma)
+    rewards = _c.rewards_tensor(rewards)
+    gamma = _c.unit_interval("gamma", gamma)
     term, done = _episode_flags(terminated, truncated, rewards)
     if next_values is None:
         return _discounted_backward(rewards, done, gamma, bootstrap=None)
-    next_values = _check_values("next_values", next_values, rewards)
+    next_values = _c.like("next_values", next_values, rewards, "rewards").detach()
     return _discounted_backward(rewards, done, gamma, bootstrap=(term, next_values))
 
 
@@ -238,9 +183,9 @@ def n_step_return(
     Returns:
         [T, N] tensor, dtype/device of ``rewards``.
     """
-    rewards = _check_rewards(rewards)
-    next_values = _check_values("next_values", next_values, rewards)
-    gamma = _check_unit_interval("gamma", gamma)
+    rewards = _c.rewards_tensor(rewards)
+    next_values = _c.like("next_values", next_values, rewards, "rewards").detach()
+    gamma = _c.unit_interval("gamma", gamma)
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"n must be an int >= 1, got {n!r}")
     term, done = _episode_flags(terminated, truncated, rewards)
@@ -303,11 +248,11 @@ def td_lambda_return(
     Returns:
         [T, N] tensor, dtype/device of ``rewards``.
     """
-    rewards = _check_rewards(rewards)
-    _check_values("values", values, rewards)
-    next_values = _check_values("next_values", next_values, rewards)
-    gamma = _check_unit_interval("gamma", gamma)
-    lam = _check_unit_interval("lam", lam)
+    rewards = _c.rewards_tensor(rewards)
+    _c.like("values", values, rewards, "rewards").detach()
+    next_values = _c.like("next_values", next_values, rewards, "rewards").detach()
+    gamma = _c.unit_interval("gamma", gamma)
+    lam = _c.unit_interval("lam", lam)
     term, done = _episode_flags(terminated, truncated, rewards)
     T = rewards.shape[0]
     out = torch.empty_like(rewards)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from pgrad.errors import ConfigError
+from pgrad.estimators import _checks as _c
 
 __all__ = [
     "adaptive_alpha_order_gradient",
@@ -43,21 +44,6 @@ BatchedFunction = Callable[[Tensor], Tensor]
 
 # ---------------------------------------------------------------------------------------------------------
 # argument checks
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a real number > 0, got {value!r}")
-    x = float(value)
-    if not (x > 0.0 and math.isfinite(x)):
-        raise ConfigError(f"{name} must be a finite number > 0, got {x}")
-    return x
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _check_theta(theta: object) -> Tensor:
@@ -77,7 +63,7 @@ def _evaluate(
     finite-difference sweep over P coordinates never holds a [2P, P] matrix): [count], without grad."""
     if not callable(f):
         raise ConfigError(f"f must be callable, got {type(f).__name__}")
-    step = count if chunk_size is None else _count("chunk_size", chunk_size)
+    step = count if chunk_size is None else _c.int_at_least("chunk_size", chunk_size, 1)
     outs = []
     with torch.no_grad():
         for start in range(0, count, step):
@@ -139,7 +125,7 @@ def finite_difference_gradient(
         (gradient [P] in θ's dtype, number of evaluations).
     """
     theta = _check_theta(theta)
-    eps = _positive("epsilon", epsilon)
+    eps = _c.positive("epsilon", epsilon)
     P = theta.numel()
 
     def coordinate_rows(start: int, stop: int) -> Tensor:
@@ -212,8 +198,8 @@ def gaussian_smoothing_samples(
         (estimates [S, P] in θ's dtype, number of evaluations).
     """
     theta = _check_theta(theta)
-    sig = _positive("sigma", sigma)
-    S = _count("num_samples", num_samples)
+    sig = _c.positive("sigma", sigma)
+    S = _c.int_at_least("num_samples", num_samples, 1)
     if antithetic and baseline is not None:
         raise ConfigError("baseline is only used by the one-sided estimator (antithetic=False); pass None")
     eps = torch.randn(S, theta.numel(), generator=generator, dtype=theta.dtype, device=theta.device)
@@ -328,9 +314,9 @@ def adaptive_alpha_order_gradient(
         raise ConfigError(
             f"first_order_samples has P = {first.shape[1]} but zeroth_order_samples has P = {zeroth.shape[1]}"
         )
-    gam = _positive("gamma", gamma)
-    L = _positive("bound", bound)
-    d = _positive("delta", delta)
+    gam = _c.positive("gamma", gamma)
+    L = _c.positive("bound", bound)
+    d = _c.positive("delta", delta)
     if d >= 1.0:
         raise ConfigError(f"delta must be in (0, 1), got {d}")
     first, zeroth = first.detach(), zeroth.detach().to(first.dtype)

@@ -1,11 +1,9 @@
-r"""Reward normalisation by the running standard deviation of the discounted return (SB3 ``VecNormalize``).
-
-Observation normalisation is `pgrad.policies.networks.RunningNormalizer`; this module adds `RewardScaler`.
-"""
+r"""Normalisers: observations by running mean and variance (`RunningNormalizer`), rewards by the running
+standard deviation of the discounted return (`RewardScaler`, as SB3's ``VecNormalize``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,9 +11,80 @@ import torch
 from torch import Tensor, nn
 
 from pgrad.errors import ConfigError
-from pgrad.policies.networks import RunningNormalizer
 
-__all__ = ["RewardScaler"]
+__all__ = ["RewardScaler", "RunningNormalizer"]
+
+
+class RunningNormalizer(nn.Module):
+    r"""Running mean/variance of observations and the normalisation using them.
+
+    Statistics are float64 buffers ``count`` (scalar), ``mean`` and ``var`` (population variance), all in
+    the state_dict. They stay float64 even under ``.float()``/``.half()``/``.to(dtype)`` of a parent
+    module. Before the first update, mean = 0 and var = 1.
+
+    ``update(x)`` merges a batch (Chan et al. parallel algorithm): with batch count m, mean
+    :math:`\bar x_b`, variance :math:`v_b`, :math:`\delta = \bar x_b - \bar x`, :math:`N = n + m`:
+
+    .. math::
+        \bar x \leftarrow \bar x + \delta\,\tfrac{m}{N}, \qquad
+        v \leftarrow \frac{n v + m v_b + \delta^2 \tfrac{n m}{N}}{N}
+
+    ``forward(x)`` = :math:`\operatorname{clamp}((x - \bar x)/\sqrt{v + \epsilon}, -c, c)`, in ``x``'s
+    dtype (``eps`` floors the variance: constant features map to 0, never inf/NaN).
+    There is no frozen flag: the caller decides when to call ``update``.
+    """
+
+    count: Tensor
+    mean: Tensor
+    var: Tensor
+
+    def __init__(self, shape: int | Sequence[int], eps: float = 1e-8, clip: float = 10.0) -> None:
+        super().__init__()
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        if not (eps > 0 and clip > 0):
+            raise ConfigError(f"RunningNormalizer: eps and clip must be > 0, got eps={eps}, clip={clip}")
+        self.eps, self.clip = float(eps), float(clip)
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RunningNormalizer:
+        super()._apply(fn, recurse)
+        for name in ("count", "mean", "var"):  # device moves apply, dtype casts do not
+            buf = self._buffers[name]
+            if buf is not None and buf.dtype != torch.float64:
+                self._buffers[name] = buf.to(torch.float64)
+        return self
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Merge a batch ``x`` of shape ``[..., *shape]`` (any number of leading dims, >= 1 element)."""
+        n_event = len(self.shape)
+        if tuple(x.shape[x.dim() - n_event :]) != self.shape or x.dim() < n_event:
+            raise ConfigError(f"RunningNormalizer.update: expected [..., {self.shape}], got {tuple(x.shape)}")
+        batch = x.detach().to(device=self.mean.device, dtype=torch.float64).reshape(-1, *self.shape)
+        m = batch.shape[0]
+        if m == 0:
+            return
+        b_mean = batch.mean(0)
+        b_var = batch.var(0, unbiased=False)
+        n = self.count.clone()
+        total = n + m
+        delta = b_mean - self.mean
+        new_mean = self.mean + delta * (m / total)
+        m2 = self.var * n + b_var * m + delta.square() * (n * m / total)
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        mean = self.mean.to(dtype)
+        std = torch.sqrt(self.var + self.eps).to(dtype)
+        return torch.clamp((x.to(dtype) - mean) / std, -self.clip, self.clip)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, eps={self.eps}, clip={self.clip}"
 
 
 class RewardScaler(nn.Module):

@@ -1,16 +1,20 @@
-"""Evaluating a policy on fresh envs, and the `Agent` that `pgrad.load` returns."""
+"""Evaluating a policy on fresh envs, and loading a run's policy as the `Agent` that `pgrad.load` returns."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from pgrad.envs.gym import EnvFactory, VecEnv, obs_to_tensor
+from pgrad.envs.base import EnvFactory
+from pgrad.envs.gym import GymVecEnv
+from pgrad.envs.spaces import obs_to_tensor, space_from_dict
 from pgrad.errors import EnvError
 from pgrad.policies.networks import Policy
+from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
 
 
 class Agent:
@@ -43,6 +47,25 @@ class Agent:
         return action.cpu().numpy() if as_numpy else action
 
 
+def load_policy(run_dir: str | Path) -> Agent:
+    """The policy of a run's latest checkpoint, as an `Agent` with `act(obs, deterministic=...)`.
+
+    The one loader of a saved policy: `pgrad.load`, GRPO's reference and init policies and IS-PG's behaviour
+    policy all use it. Building the network does not touch the global torch RNG (training stays reproducible).
+    """
+    state, step = load_checkpoint(latest_checkpoint(Path(run_dir) / "checkpoints"))
+    info = state["policy"]
+    with torch.random.fork_rng(devices=[]):
+        policy = Policy.from_spec(info["spec"])
+    policy.load_state_dict(info["weights"])
+    return Agent(
+        policy,
+        space_from_dict(info["observation_space"]),
+        space_from_dict(info["action_space"]),
+        {"algorithm": info["algorithm"], "env": info["env"], "global_step": step, "run_dir": str(run_dir)},
+    )
+
+
 def evaluate_policy(
     policy: Policy,
     env: str | EnvFactory,
@@ -63,7 +86,7 @@ def evaluate_policy(
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     param = next(policy.parameters())
-    envs = VecEnv(
+    envs = GymVecEnv(
         env, num_envs, algorithm="evaluate", env_kwargs=env_kwargs, device=param.device, dtype=param.dtype
     )
     returns: list[list[float]] = [[] for _ in range(num_envs)]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.base import VecEnv
 from pgrad.errors import EnvError
 from pgrad.policies.networks import Policy
 from pgrad.types import Rollout
@@ -154,3 +154,27 @@ class StepCollector:
             episode_returns=np.concatenate(returns) if returns else np.zeros(0),
             episode_lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
         )
+
+
+def stack_rollouts(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Time-major batches of different lengths side by side: [T_max, ΣN, ...] for every field they hold.
+
+    Each is padded at the end with masked-out, terminated one-step episodes (zeros everywhere, `terminated`
+    True), so nothing leaks from one batch's episodes into another's and padding never enters a mean (its
+    `mask` is False). Used by replays of whole-episode batches (IS-PG).
+    """
+    T = max(int(b["rewards"].shape[0]) for b in batches)
+    out: dict[str, torch.Tensor] = {}
+    for key in batches[0]:
+        parts = []
+        for b in batches:
+            x = b[key]
+            pad = T - x.shape[0]
+            if pad:
+                fill = (torch.ones if key == "terminated" else torch.zeros)(
+                    (pad, *x.shape[1:]), dtype=x.dtype, device=x.device
+                )
+                x = torch.cat([x, fill])
+            parts.append(x)
+        out[key] = torch.cat(parts, dim=1)
+    return out

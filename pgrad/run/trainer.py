@@ -14,72 +14,25 @@ import dataclasses
 import json
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from pgrad.algorithms import Algorithm, get_algorithm
-from pgrad.envs.gym import EnvFactory, env_label, make_env, space_to_dict
+from pgrad.envs.base import EnvFactory, env_label
+from pgrad.envs.make import make_env
+from pgrad.envs.spaces import space_to_dict
 from pgrad.errors import ConfigError
+from pgrad.run.algorithm import Algorithm
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_checkpoint
+from pgrad.run.config import RunConfig, check_field_types, check_run_config
 from pgrad.run.evaluate import evaluate_policy
 from pgrad.run.logger import MetricsLogger, truncate_metrics
 from pgrad.run.plots import plot_learning_curve
 from pgrad.run.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 RUN_FILE = "run.json"
-
-
-@dataclass
-class RunConfig:
-    """Options of a training run that do not depend on the algorithm."""
-
-    env: str = "CartPole-v1"
-    """Gymnasium env id; `module:EnvName-vN` imports `module` first (where a custom env registers itself)."""
-    total_steps: int = 100_000
-    """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
-    seed: int = 0
-    """Run seed: derives python, numpy, torch and every env seed."""
-    backend: Literal["gymnasium", "native"] = "gymnasium"
-    """Training envs: Gymnasium's or pgrad's batched torch twin (CartPole-v1); evaluation uses Gymnasium's."""
-    run_dir: str | None = None
-    """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
-    eval_every: int = 25_000
-    """Evaluate every this many env steps on separate envs (0: only at the end)."""
-    eval_episodes: int = 10
-    """Episodes per evaluation (0: never evaluate)."""
-    target_return: float | None = None
-    """Stop early once an evaluation's mean return reaches this (None: train for total_steps)."""
-    eval_deterministic: bool = True
-    """Evaluate the distribution's mode rather than sampled actions."""
-    checkpoint_every: int = 50_000
-    """Write a checkpoint every this many env steps (one is always written at the end)."""
-    keep_checkpoints: int = 3
-    """How many recent checkpoints to keep."""
-    log_every: int = 1000
-    """Write a metrics record at least every this many env steps (0: every iteration); evaluations,
-    checkpoints and the end of the run always write one. Episode statistics cover the whole interval."""
-    threads: int = 1
-    """torch CPU threads (1 is fastest for small networks and makes runs bitwise reproducible)."""
-    device: str = "cpu"
-    """torch device for networks and rollouts."""
-    progress: bool = True
-    """Show a progress bar with live return and steps/s."""
-    tensorboard: bool = True
-    """Also write TensorBoard scalars to run_dir/tb."""
-
-
-def _check_run_config(run: RunConfig) -> None:
-    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
-        if getattr(run, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
-    if run.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {run.threads}")
-    if run.keep_checkpoints < 1:
-        raise ConfigError(f"--keep-checkpoints must be >= 1, got {run.keep_checkpoints}")
 
 
 def _progress(enabled: bool, total: int, label: str):
@@ -104,15 +57,16 @@ class Trainer:
 
     def __init__(
         self,
-        algorithm: str,
+        algorithm: type[Algorithm],
         algo_config: Any,
         run: RunConfig,
         env: str | EnvFactory | None = None,
         env_kwargs: dict[str, Any] | None = None,
         resume: bool = False,
     ):
-        _check_run_config(run)
-        self.cls: type[Algorithm] = get_algorithm(algorithm)
+        check_run_config(run)
+        check_field_types(algo_config, algorithm.name)  # before num_envs & co. reach the env constructors
+        self.cls = algorithm
         self.algo_config = algo_config
         self.run_config = run
         self.env = env if env is not None else run.env
@@ -138,7 +92,7 @@ class Trainer:
             action_spaces=self.cls.action_spaces,
             device=self.device,
         )
-        self.algo = self.cls(algo_config, self.envs, run.seed, self.device, run.total_steps)
+        self.algo = algorithm(algo_config, self.envs, run.seed, self.device, run.total_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)  # only once envs and algorithm built without error
         self.iteration = 0
         self.wall_time = 0.0
@@ -255,7 +209,7 @@ class Trainer:
             record["charts/episode_return"] = float(np.mean(self._returns))
             record["charts/episode_return_std"] = float(np.std(self._returns))
             record["charts/episode_length"] = float(np.mean(self._lengths))
-        record.update(metrics)
+        record.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()})
         self._returns, self._lengths = [], []
         self._interval_step, self._interval_time = step, self.wall_time
         return record

@@ -11,7 +11,7 @@ import torch
 import pgrad
 from pgrad.algorithms.score_function import a2c as a2c_module
 from pgrad.algorithms.score_function.a2c import A2C, Config
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 from pgrad.policies.networks import ActorCritic
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
@@ -24,7 +24,7 @@ PLAIN_SGD = {"optimizer": "sgd", "lr": 1.0, "max_grad_norm": 0.0, "normalize_adv
 def make_algo(env="CartPole-v1", seed=0, num_steps=30, **options):
     seed_everything(seed)
     # A short time limit so a 30-step rollout holds terminations, truncations and a cut last row.
-    envs = VecEnv(lambda: gym.make(env, max_episode_steps=15), num_envs=3)
+    envs = GymVecEnv(lambda: gym.make(env, max_episode_steps=15), num_envs=3)
     config = Config(**{"num_envs": 3, "num_steps": num_steps, "hidden_sizes": (8,), **options})
     algo = A2C(config, envs, seed=seed, device=torch.device("cpu"), total_steps=10_000)
     with torch.no_grad():  # a critic far from zero, so bootstrapping errors show

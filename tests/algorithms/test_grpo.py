@@ -11,7 +11,7 @@ import pgrad
 from pgrad.algorithms import REGISTRY
 from pgrad.algorithms.score_function.grpo import GRPO, Config
 from pgrad.cli import main
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
 from pgrad.run.seeding import seed_everything
@@ -32,7 +32,7 @@ CPU = torch.device("cpu")
 
 def make_algo(config, env="CartPole-v1", cls=GRPO, seed=0, **env_kwargs):
     seed_everything(seed)
-    envs = VecEnv(lambda: gym.make(env, **env_kwargs), num_envs=config.num_envs)
+    envs = GymVecEnv(lambda: gym.make(env, **env_kwargs), num_envs=config.num_envs)
     return cls(config, envs, seed=seed, device=CPU, total_steps=10_000)
 
 

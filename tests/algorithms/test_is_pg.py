@@ -16,7 +16,7 @@ from pgrad.algorithms.score_function import reinforce as reinforce_module
 from pgrad.algorithms.score_function.is_pg import FIELDS, Config, ImportanceSampledPG
 from pgrad.algorithms.score_function.reinforce import Config as ReinforceConfig
 from pgrad.algorithms.score_function.reinforce import Reinforce
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import reward_to_go
 from pgrad.estimators.importance import (
@@ -36,7 +36,7 @@ CPU = torch.device("cpu")
 
 def short_cartpole(num_envs=3, limit=15):
     # A short time limit so both terminations and truncations (with a value bootstrap) occur.
-    return VecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=limit), num_envs=num_envs)
+    return GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=limit), num_envs=num_envs)
 
 
 def flat_params(module):
@@ -462,7 +462,7 @@ def test_fixed_behaviour_from_a_run_dir(tmp_path):
     assert not torch.equal(flat_params(algo.policy), start)
     assert metrics["stats/approx_kl"] > 0 and metrics["stats/ess_fraction"] < 1
     with pytest.raises(ConfigError, match="behaviour"):  # a policy for another env
-        ImportanceSampledPG(config, VecEnv("Acrobot-v1", num_envs=2), 0, CPU, 10_000)
+        ImportanceSampledPG(config, GymVecEnv("Acrobot-v1", num_envs=2), 0, CPU, 10_000)
 
 
 @pytest.mark.parametrize(

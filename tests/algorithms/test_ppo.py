@@ -7,7 +7,7 @@ import torch
 
 import pgrad
 from pgrad.algorithms.score_function.ppo import PPO, Config
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.run.seeding import seed_everything
 
 QUIET = {"progress": False, "tensorboard": False}
@@ -15,7 +15,7 @@ QUIET = {"progress": False, "tensorboard": False}
 
 def make_algo(**options):
     seed_everything(0)
-    envs = VecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=12), num_envs=3)
+    envs = GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=12), num_envs=3)
     config = Config(num_envs=3, num_steps=20, hidden_sizes=(8,), **options)
     return PPO(config, envs, seed=0, device=torch.device("cpu"), total_steps=10_000)
 

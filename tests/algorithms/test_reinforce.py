@@ -8,7 +8,7 @@ import torch
 import pgrad
 from pgrad.algorithms.score_function import reinforce as reinforce_module
 from pgrad.algorithms.score_function.reinforce import Config, Reinforce
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.run.rollout import collect_episodes
 from pgrad.run.seeding import seed_everything
 
@@ -113,7 +113,7 @@ def reference_gradient(policy, value, episodes, config):
 def test_update_equals_the_plain_estimator(monkeypatch, returns, baseline, gamma):
     seed_everything(0)
     # Short time limit so both terminations and truncations (with a value bootstrap) occur.
-    envs = VecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=15), num_envs=3)
+    envs = GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=15), num_envs=3)
     config = Config(
         num_envs=3,
         episodes_per_update=6,
@@ -173,3 +173,14 @@ def test_learns_cartpole_quickly(tmp_path):
         **QUIET,
     )
     assert summary["eval"]["mean_return"] > 150, summary["eval"]
+
+
+def test_optimal_baseline_with_entropy_bonus_updates():
+    """The optimal baseline's per-episode Jacobian used to free the graph the entropy bonus needs."""
+    envs = GymVecEnv("CartPole-v1", 2)
+    config = Config(num_envs=2, episodes_per_update=2, baseline="optimal", ent_coef=0.1)
+    algo = Reinforce(config, envs, 0, torch.device("cpu"), 1000)
+    before = [p.detach().clone() for p in algo.policy.parameters()]
+    metrics = algo.iteration(0).metrics
+    assert float(metrics["stats/entropy"]) > 0
+    assert any(not torch.equal(b, p) for b, p in zip(before, algo.policy.parameters(), strict=True))

@@ -8,7 +8,7 @@ import torch
 import pgrad
 from pgrad.algorithms import REGISTRY
 from pgrad.algorithms.score_function.rloo import RLOO, Config
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 from pgrad.run.seeding import seed_everything
 
@@ -24,7 +24,7 @@ def registered(monkeypatch):
 
 def make_algo(config, env="CartPole-v1", **env_kwargs):
     seed_everything(0)
-    envs = VecEnv(lambda: gym.make(env, **env_kwargs), num_envs=config.num_envs)
+    envs = GymVecEnv(lambda: gym.make(env, **env_kwargs), num_envs=config.num_envs)
     return RLOO(config, envs, seed=0, device=torch.device("cpu"), total_steps=10_000)
 
 

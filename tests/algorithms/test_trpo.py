@@ -6,7 +6,7 @@ import torch
 
 import pgrad
 from pgrad.algorithms.score_function import npg, trpo
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.run.seeding import seed_everything
 
 QUIET = {"progress": False, "tensorboard": False}
@@ -14,7 +14,7 @@ QUIET = {"progress": False, "tensorboard": False}
 
 def make(cls, config_cls, **options):
     seed_everything(0)
-    envs = VecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=30), num_envs=2)
+    envs = GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=30), num_envs=2)
     config = config_cls(num_envs=2, num_steps=64, hidden_sizes=(4,), **options)
     return cls(config, envs, seed=0, device=torch.device("cpu"), total_steps=10_000)
 

@@ -10,7 +10,7 @@ import torch
 import pgrad
 from pgrad.algorithms.score_function import vpg as vpg_module
 from pgrad.algorithms.score_function.vpg import VPG, Config
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 from pgrad.run.seeding import seed_everything
 
@@ -20,7 +20,7 @@ QUIET = {"progress": False, "tensorboard": False}
 def make_algo(seed=0, **options):
     seed_everything(seed)
     # A short time limit so a 20-step rollout holds terminations, truncations and a cut last row.
-    envs = VecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=12), num_envs=3)
+    envs = GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=12), num_envs=3)
     config = Config(**{"num_envs": 3, "steps_per_epoch": 60, "hidden_sizes": (8,), **options})
     algo = VPG(config, envs, seed=seed, device=torch.device("cpu"), total_steps=10_000)
     with torch.no_grad():  # a value function far from zero, so bootstrapping errors show

@@ -6,7 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from pgrad.envs.bandit import ENV_ID, ContextualBandit
-from pgrad.envs.gym import VecEnv
+from pgrad.envs.gym import GymVecEnv
 from pgrad.errors import ConfigError
 
 
@@ -31,7 +31,7 @@ def test_the_seed_picks_the_context():
     assert [env.reset(seed=s)[1]["context"] for s in range(200)] == contexts
     assert set(contexts) == set(range(6))  # every prompt occurs
     # the vector env hands a group of sub-envs with equal seeds the same prompt
-    envs = VecEnv(ENV_ID, num_envs=6)
+    envs = GymVecEnv(ENV_ID, num_envs=6)
     obs = envs.reset(seed=[11, 11, 11, 12, 12, 12]).numpy()
     assert (obs[:3] == obs[0]).all() and (obs[3:] == obs[3]).all()
 

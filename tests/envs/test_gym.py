@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgrad.envs.gym import VecEnv, space_from_dict, space_to_dict
+from pgrad.envs.gym import GymVecEnv
+from pgrad.envs.spaces import space_from_dict, space_to_dict
 from pgrad.envs.toy import CountingEnv, FaultyEnv
 from pgrad.errors import EnvError
 
@@ -27,7 +28,7 @@ def run(envs, steps, seed=0):
 
 
 def test_no_transition_pairs_a_final_observation_with_a_reset_observation():
-    envs = VecEnv(counting(), num_envs=3)
+    envs = GymVecEnv(counting(), num_envs=3)
     rows = run(envs, 60)
     saw_term = saw_trunc = False
     for (obs, step), (next_row_obs, _) in itertools.pairwise(rows):
@@ -45,7 +46,7 @@ def test_no_transition_pairs_a_final_observation_with_a_reset_observation():
 
 
 def test_terminated_and_truncated_stay_apart():
-    envs = VecEnv(counting(terminate_at=4, terminate_prob=0.5, limit=6), num_envs=4)
+    envs = GymVecEnv(counting(terminate_at=4, terminate_prob=0.5, limit=6), num_envs=4)
     for _obs, step in run(envs, 80):
         assert not torch.any(step.terminated & step.truncated)
         assert torch.all(step.final_obs[step.terminated, 1] == 4)
@@ -53,7 +54,7 @@ def test_terminated_and_truncated_stay_apart():
 
 
 def test_episode_stats_match_the_rewards():
-    envs = VecEnv(counting(terminate_at=3, terminate_prob=1.0), num_envs=2)
+    envs = GymVecEnv(counting(terminate_at=3, terminate_prob=1.0), num_envs=2)
     envs.reset(seed=1)
     returns = []
     for _ in range(9):
@@ -66,7 +67,7 @@ def test_episode_stats_match_the_rewards():
 
 def test_seeded_reset_is_reproducible_and_seed_dependent():
     def first_obs(seed):
-        envs = VecEnv("CartPole-v1", num_envs=3)
+        envs = GymVecEnv("CartPole-v1", num_envs=3)
         return envs.reset(seed=seed)
 
     assert torch.equal(first_obs(3), first_obs(3))
@@ -88,7 +89,7 @@ def test_nan_reward_names_env_sub_env_step_and_field(sub_env):
             else FaultyEnv("nan_reward", at_step=99)
         )
 
-    envs = VecEnv(factory, num_envs=3)
+    envs = GymVecEnv(factory, num_envs=3)
     envs.reset(seed=0)
     envs.step(torch.zeros(3, dtype=torch.long))
     envs.step(torch.zeros(3, dtype=torch.long))
@@ -101,7 +102,7 @@ def test_nan_reward_names_env_sub_env_step_and_field(sub_env):
 
 
 def test_inf_observation_is_refused():
-    envs = VecEnv(lambda: FaultyEnv("inf_obs", at_step=2), num_envs=2)
+    envs = GymVecEnv(lambda: FaultyEnv("inf_obs", at_step=2), num_envs=2)
     envs.reset(seed=0)
     envs.step(torch.zeros(2, dtype=torch.long))
     with pytest.raises(EnvError, match="sub-env 0, global step 4: observation is not finite"):
@@ -111,7 +112,7 @@ def test_inf_observation_is_refused():
 def test_four_tuple_step_is_refused_clearly():
     gym.register("pgrad-test/FourTuple-v0", entry_point=lambda: FaultyEnv("four_tuple", at_step=1))
     for env in ("pgrad-test/FourTuple-v0", lambda: FaultyEnv("four_tuple", at_step=1)):
-        envs = VecEnv(env, num_envs=2)
+        envs = GymVecEnv(env, num_envs=2)
         envs.reset(seed=0)
         with pytest.raises(EnvError, match=r"sub-env 0, episode step 1: step\(\) .*5-tuple.*global step 0"):
             envs.step(torch.zeros(2, dtype=torch.long))
@@ -139,13 +140,13 @@ def test_unsupported_spaces_are_refused_before_the_first_step(obs_space, action_
             raise AssertionError("step must not be reached")
 
     with pytest.raises(EnvError, match=f"{bad}.*reinforce|{bad}") as info:
-        VecEnv(Env, num_envs=2, algorithm="reinforce")
+        GymVecEnv(Env, num_envs=2, algorithm="reinforce")
     assert "reinforce" in str(info.value)
 
 
 def test_unknown_env_id_is_one_line():
     with pytest.raises(EnvError) as info:
-        VecEnv("NoSuchEnv-v7")
+        GymVecEnv("NoSuchEnv-v7")
     assert "NoSuchEnv-v7" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -160,15 +161,15 @@ def test_module_colon_env_id_imports_the_module(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    envs = VecEnv("my_pgrad_envs:MyCounting-v0", num_envs=2)
+    envs = GymVecEnv("my_pgrad_envs:MyCounting-v0", num_envs=2)
     assert envs.reset(seed=0).shape == (2, 2)
     sys.modules.pop("my_pgrad_envs", None)
     with pytest.raises(EnvError, match="cannot import module 'no_such_module'"):
-        VecEnv("no_such_module:Foo-v0")
+        GymVecEnv("no_such_module:Foo-v0")
 
 
 def test_discrete_observations_become_one_hot():
-    envs = VecEnv("FrozenLake-v1", num_envs=2)
+    envs = GymVecEnv("FrozenLake-v1", num_envs=2)
     obs = envs.reset(seed=0)
     assert obs.shape == (2, 16)
     assert torch.equal(obs.sum(1), torch.ones(2))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pgrad
-from pgrad.envs.gym import make_env
+from pgrad.envs.make import make_env
 from pgrad.envs.native.cartpole import CartPoleVecEnv, cartpole_step
 from pgrad.errors import EnvError
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from pgrad.errors import ConfigError
 from pgrad.policies.distributions import CategoricalHead, DiscretisedHead, TanhGaussianHead
-from pgrad.policies.networks import Policy, RunningNormalizer, ValueNetwork, mlp
+from pgrad.policies.networks import Policy, ValueNetwork, mlp
+from pgrad.policies.normalizers import RunningNormalizer
 
 BOX = spaces.Box(low=np.array([-2, 0, 5], np.float32), high=np.array([2, 1, 10], np.float32))
 

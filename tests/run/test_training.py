@@ -12,12 +12,14 @@ import pytest
 import torch
 
 import pgrad
+from pgrad.algorithms import get_algorithm
 from pgrad.algorithms.score_function.reinforce import Config
 from pgrad.envs.toy import FaultyEnv
 from pgrad.errors import ConfigError, EnvError
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
+from pgrad.run.config import RunConfig
 from pgrad.run.logger import read_metrics
-from pgrad.run.trainer import RunConfig, Trainer
+from pgrad.run.trainer import Trainer
 
 QUIET = {"progress": False, "tensorboard": False}
 
@@ -162,7 +164,7 @@ def test_env_fault_raises_before_any_update_uses_it(tmp_path, fault):
     # One sub-env, two 50-step episodes per update: the first update is clean, the fault comes at step 130.
     config = Config(num_envs=1, episodes_per_update=2)
     run = RunConfig(env="faulty", run_dir=str(tmp_path), eval_episodes=0, **QUIET)
-    trainer = Trainer("reinforce", config, run, env=lambda: FaultyEnv(fault, at_step=130))
+    trainer = Trainer(get_algorithm("reinforce"), config, run, env=lambda: FaultyEnv(fault, at_step=130))
     trainer.algo.iteration(0)
     before = [p.detach().clone() for p in trainer.algo.policy.parameters()]
     with pytest.raises(EnvError) as info:
@@ -210,3 +212,23 @@ def test_load_and_evaluate_a_run(tmp_path):
         tmp_path, episodes=4, deterministic=True, seed=3
     )
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"lr": "3e-4"}, "reinforce option lr must be a number, got '3e-4' (str)"),
+        ({"num_envs": 2.0}, "reinforce option num_envs must be an int, got 2.0 (float)"),
+        ({"baseline": "values"}, "reinforce option baseline must be one of 'none', 'mean'"),
+        ({"hidden_sizes": (64, "64")}, "reinforce option hidden_sizes must be a tuple of an int"),
+        ({"seed": "1"}, "run option seed must be an int, got '1' (str)"),
+        ({"target_return": "high"}, "run option target_return must be a number or None"),
+    ],
+)
+def test_option_types_are_checked_in_one_line(tmp_path, options, expected):
+    with pytest.raises(ConfigError) as info:
+        pgrad.train(
+            "reinforce", "CartPole-v1", total_steps=100, run_dir=str(tmp_path / "r"), **options, **QUIET
+        )
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "r").exists()

@@ -34,8 +34,16 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig
-from pgrad.envs.gym import VecEnv
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    check_at_least,
+    check_non_negative,
+    check_unit_interval,
+    clip_and_step,
+    head_options,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
     explained_variance,
@@ -46,7 +54,8 @@ from pgrad.estimators import (
     value_loss,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import ActorCritic, Policy, RunningNormalizer, ValueNetwork, mlp
+from pgrad.policies.networks import ActorCritic, Policy, QNetwork, ValueNetwork
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 from pgrad.types import Rollout
@@ -93,19 +102,10 @@ class Config(NetworkConfig):
 
 
 def check_config(config: Config, envs: VecEnv) -> None:
-    """One-line errors for invalid option values."""
-    if config.num_envs < 1 or config.num_steps < 1:
-        raise ConfigError(f"num_envs and num_steps must be >= 1, got {config.num_envs}, {config.num_steps}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
-    for name, allowed in (
-        ("target", ("td0", "nstep", "gae")),
-        ("architecture", ("shared", "separate")),
-        ("critic", ("value", "q")),
-    ):
-        if getattr(config, name) not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+    """One-line errors for invalid option values (choices are checked against the Config's types)."""
+    check_at_least(config, 1, "num_envs", "num_steps")
+    check_unit_interval(config, "gamma", "gae_lambda")
+    check_non_negative(config, "max_grad_norm", "ent_coef", "vf_coef")
     if config.q_baseline and config.critic != "q":
         raise ConfigError("q_baseline needs --critic q")
     if config.q_baseline and not isinstance(envs.single_action_space, spaces.Discrete):
@@ -115,30 +115,6 @@ def check_config(config: Config, envs: VecEnv) -> None:
         )
     if config.value_lr is not None and config.architecture == "shared":
         raise ConfigError("value_lr applies to --architecture separate (shared has one optimiser: use lr)")
-    for name in ("max_grad_norm", "ent_coef", "vf_coef"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
-
-
-class QNetwork(nn.Module):
-    """Action-value critic: obs → Q(s, ·) over |A| discrete actions, or concat(obs, a) → Q(s, a) for Box."""
-
-    def __init__(
-        self, obs_dim: int, hidden_sizes, activation: str, normalize_obs: bool, outputs: int, action_dim: int
-    ):
-        super().__init__()
-        self.outputs, self.action_dim = outputs, action_dim
-        self.normalizer = RunningNormalizer(obs_dim) if normalize_obs else None
-        self.net = mlp(obs_dim + action_dim, hidden_sizes, outputs, activation)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
-        obs = obs.to(self.net[0].weight.dtype)
-        if self.normalizer is not None:
-            obs = self.normalizer(obs)
-        if self.action_dim:
-            obs = torch.cat([obs, actions.to(obs.dtype)], dim=-1)
-        out = self.net(obs)
-        return out.squeeze(-1) if self.outputs == 1 else out
 
 
 def critic_targets(
@@ -169,11 +145,7 @@ class A2C(Algorithm):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config, envs)
         space = envs.single_action_space
-        head_options: dict[str, Any] = {"bins": config.bins} if config.policy == "discretised" else {}
-        if config.policy in ("diag_gaussian", "tanh_gaussian") or (
-            config.policy == "auto" and isinstance(space, spaces.Box)
-        ):
-            head_options["init_std"] = config.init_std
+        heads = head_options(envs, config)
         # Q(s, ·) as |A| outputs for discrete actions; Q(s, a) from concat(s, a) for Box actions.
         self.q_discrete = config.critic == "q" and isinstance(space, spaces.Discrete)
         self.q_box = config.critic == "q" and not self.q_discrete
@@ -193,12 +165,12 @@ class A2C(Algorithm):
                 value_outputs=outputs,
                 action_dim=action_dim,
                 **net,
-                **head_options,
+                **heads,
             ).to(device)
             self.policy = self.model.policy
             groups = {"model": self.model}
         else:
-            self.policy = Policy(envs.obs_dim, space, head=config.policy, **net, **head_options).to(device)
+            self.policy = Policy(envs.obs_dim, space, head=config.policy, **net, **heads).to(device)
             self.critic = (
                 QNetwork(envs.obs_dim, outputs=outputs, action_dim=action_dim, **net)
                 if config.critic == "q"
@@ -292,27 +264,22 @@ class A2C(Algorithm):
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norms = {}
-        for name, params in self.param_groups.items():
-            grad_norms[name] = float(nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
-            self.optimizers[name].step()
-
+        grad_norms = {
+            name: clip_and_step(self.optimizers[name], params, config.max_grad_norm)
+            for name, params in self.param_groups.items()
+        }
         metrics = {
-            "loss/policy": policy_loss.item(),
-            "loss/value": critic_loss.item(),
-            "stats/entropy": entropy.item(),
-            "stats/grad_norm": grad_norms.get("model", grad_norms.get("policy", 0.0)),
+            "loss/policy": policy_loss.detach(),
+            "loss/value": critic_loss.detach(),
+            "stats/entropy": entropy.detach(),
+            "stats/grad_norm": grad_norms.get("model", grad_norms.get("policy")),
             "stats/explained_variance": explained_variance(values.flatten(), returns.flatten()),
-            "stats/advantage_mean": float(weights.mean()),
+            "stats/advantage_mean": weights.mean(),
         }
         if not self.shared:
             metrics["stats/value_grad_norm"] = grad_norms["critic"]
-        if config.normalize_obs:  # after the update: acting and the gradient used the same statistics
-            obs = rollout.obs.flatten(0, 1)
-            self.policy.normalizer.update(obs)
-            if not self.shared:
-                self.critic.normalizer.update(obs)
+        # after the update: acting and the gradient used the same statistics
+        update_normalizers(rollout.obs.flatten(0, 1), self.policy, None if self.shared else self.critic)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     # -- checkpointing --------------------------------------------------------------------------------------

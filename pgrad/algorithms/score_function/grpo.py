@@ -35,15 +35,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    accumulate,
+    anneal_lr,
+    check_at_least,
+    check_non_negative,
+    check_positive,
+    check_run_option,
+    check_unit_interval,
+    clip_and_step,
+    fraction_left,
+    make_policy,
+    mean_metrics,
+    policy_from_run,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
-from pgrad.estimators import group_relative_advantages
-from pgrad.estimators.surrogates import clipped_surrogate, kl_k3
+from pgrad.estimators import clipped_surrogate, group_relative_advantages, kl_k3
 from pgrad.optim import make_optimizer
 from pgrad.policies.networks import Policy
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import collect_episodes
 from pgrad.run.seeding import derive_seed
 from pgrad.types import Rollout
@@ -99,38 +113,18 @@ class Config(GroupConfig):
 
 
 def check_config(config: GroupConfig) -> None:
-    for name in ("num_groups", "update_epochs", "num_minibatches"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+    """One-line errors for invalid option values."""
+    check_at_least(config, 1, "num_groups", "update_epochs", "num_minibatches")
     if config.group_size < 2:
         raise ConfigError(
             f"group_size must be >= 2 (advantages compare episodes of a group), got {config.group_size}"
         )
-    if not 0.0 <= config.gamma <= 1.0:
-        raise ConfigError(f"gamma must be in [0, 1], got {config.gamma}")
-    if config.clip_coef <= 0:
-        raise ConfigError(f"clip_coef must be > 0, got {config.clip_coef}")
-    if config.beta < 0:
-        raise ConfigError(f"beta must be >= 0, got {config.beta}")
-    if config.reference != "initial" and not config.reference.startswith("run:"):
-        raise ConfigError(f"reference must be 'initial' or 'run:DIR', got '{config.reference}'")
-    if config.length_constant is not None and config.length_constant < 1:
-        raise ConfigError(f"length_constant must be >= 1, got {config.length_constant}")
-
-
-def load_run_policy(run_dir: str, envs: VecEnv, option: str) -> Policy:
-    """The policy of a pgrad run dir, checked against the env's spaces (a fresh, trainable copy)."""
-    from pgrad.api import load  # here, not at the top: pgrad.api imports the trainer, which imports us
-
-    agent = load(run_dir)
-    if agent.policy.obs_dim != envs.obs_dim or agent.action_space != envs.single_action_space:
-        raise ConfigError(
-            f"{option} '{run_dir}': its policy acts on obs_dim {agent.policy.obs_dim} / "
-            f"{agent.action_space}, env '{envs.label}' has {envs.obs_dim} / {envs.single_action_space}"
-        )
-    policy = Policy.from_spec(agent.policy.spec())
-    policy.load_state_dict(agent.policy.state_dict())
-    return policy
+    check_unit_interval(config, "gamma")
+    check_positive(config, "clip_coef")
+    check_non_negative(config, "beta", "max_grad_norm", "ent_coef")
+    check_run_option(config, "reference", ("initial",))
+    if config.length_constant is not None:
+        check_at_least(config, 1, "length_constant")
 
 
 def episode_outcomes(rewards: Tensor, mask: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
@@ -155,7 +149,7 @@ class GRPO(Algorithm):
                 f"{envs.num_envs}"
             )
         if config.init_from is not None:
-            self.policy = load_run_policy(config.init_from, envs, "init_from").to(device)
+            self.policy = policy_from_run(config.init_from, envs, "init_from").to(device)
         else:
             self.policy = make_policy(envs, config).to(device)
         self.reference: Policy | None = None
@@ -163,7 +157,7 @@ class GRPO(Algorithm):
             if config.reference == "initial":
                 self.reference = copy.deepcopy(self.policy)
             else:
-                self.reference = load_run_policy(config.reference[4:], envs, "reference").to(device)
+                self.reference = policy_from_run(config.reference[4:], envs, "reference").to(device)
             self.reference.requires_grad_(False).eval()
         self.optimizer = make_optimizer(config.optimizer, self.policy.named_parameters(), config.lr)
         self.length_constant = float(config.length_constant or envs.max_episode_steps or 1)
@@ -189,9 +183,7 @@ class GRPO(Algorithm):
     def iteration(self, index: int) -> IterationResult:
         config = self.config
         if config.anneal_lr:
-            left = max(0.0, 1.0 - self.envs.global_step / max(self.total_steps, 1))
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * left
+            anneal_lr(self.optimizer, fraction_left(self.envs.global_step, self.total_steps))
         rollout = self.collect(index)
         mask = rollout.mask
         outcomes_N, lengths_N = episode_outcomes(rollout.rewards, mask, config.gamma)
@@ -229,18 +221,16 @@ class GRPO(Algorithm):
     def _update(self, batch: dict[str, Tensor]) -> dict[str, float]:
         config = self.config
         size = len(batch["obs"])
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         count = 0
         for _ in range(config.update_epochs):
             order = torch.randperm(size, device=batch["obs"].device)
             for rows in order.chunk(config.num_minibatches):
-                info = self._minibatch_step({k: v[rows] for k, v in batch.items()})
-                for k, v in info.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                accumulate(sums, self._minibatch_step({k: v[rows] for k, v in batch.items()}))
                 count += 1
-        return {k: v / count for k, v in sums.items()}
+        return mean_metrics(sums, count)
 
-    def _minibatch_step(self, mb: dict[str, Tensor]) -> dict[str, float]:
+    def _minibatch_step(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         config = self.config
         dist = self.policy.distribution(mb["obs"])
         log_prob = dist.log_prob(mb["actions"])
@@ -249,28 +239,22 @@ class GRPO(Algorithm):
         )
         entropy = dist.entropy().mean()
         loss = policy_loss - config.ent_coef * entropy
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Tensor] = {}
         if self.reference is not None:
             # k3 with samples from πθ: q = πθ, p = π_ref; the gradient flows through πθ only.
             kl_BT = kl_k3(log_q=log_prob, log_p=mb["ref_log_probs"])
             kl_loss = (kl_BT * mb["weights"]).mean()
             loss = loss + config.beta * kl_loss
-            metrics["loss/kl_ref"] = kl_loss.item()
-            metrics["stats/kl_ref"] = float(kl_BT.detach().mean())
+            metrics["loss/kl_ref"] = kl_loss.detach()
+            metrics["stats/kl_ref"] = kl_BT.detach().mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
-        self.optimizer.step()
-        metrics.update(
-            {
-                "loss/policy": policy_loss.item(),
-                "stats/entropy": entropy.item(),
-                "stats/grad_norm": float(grad_norm),
-                "stats/approx_kl": info["approx_kl"],
-                "stats/clip_fraction": info["clip_fraction"],
-            }
-        )
+        params = self.policy.parameters()
+        metrics["stats/grad_norm"] = clip_and_step(self.optimizer, params, config.max_grad_norm)
+        metrics["loss/policy"] = policy_loss.detach()
+        metrics["stats/entropy"] = entropy.detach()
+        metrics["stats/approx_kl"] = info["approx_kl"]
+        metrics["stats/clip_fraction"] = info["clip_fraction"]
         return metrics
 
     # -- checkpointing --------------------------------------------------------------------------------------

@@ -38,21 +38,40 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    accumulate,
+    check_at_least,
+    check_multiple,
+    check_non_negative,
+    check_run_option,
+    check_unit_interval,
+    clip_and_step,
+    fit_value,
+    make_policy,
+    make_value,
+    mean_metrics,
+    policy_from_run,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
-from pgrad.estimators import episode_index, mean_baseline, reward_to_go
-from pgrad.estimators.importance import (
+from pgrad.estimators import (
     clip_weights,
     effective_sample_size,
+    episode_index,
+    explained_variance,
     importance_weighted_advantages,
+    mean_baseline,
     per_decision_weights,
+    reward_to_go,
+    score_function_loss,
     trajectory_weights,
 )
-from pgrad.estimators.surrogates import explained_variance, score_function_loss
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import Policy, ValueNetwork
-from pgrad.run.rollout import collect_episodes
+from pgrad.policies.networks import ValueNetwork
+from pgrad.run.algorithm import Algorithm, IterationResult
+from pgrad.run.rollout import collect_episodes, stack_rollouts
 from pgrad.run.seeding import derive_seed
 
 # What the replay keeps of each batch (Rollout fields, time-major [T, N, ...]).
@@ -105,62 +124,17 @@ class Config(NetworkConfig):
 
 
 def check_config(config: Config) -> None:
-    """One-line errors for invalid option values."""
-    if config.num_envs < 1 or config.episodes_per_update < 1:
-        raise ConfigError("num_envs and episodes_per_update must be >= 1")
-    if config.episodes_per_update % config.num_envs:
-        raise ConfigError(
-            f"episodes_per_update ({config.episodes_per_update}) must be a multiple of num_envs "
-            f"({config.num_envs}): each sub-env runs the same number of whole episodes"
-        )
-    if not 0.0 <= config.gamma <= 1.0:
-        raise ConfigError(f"gamma must be in [0, 1], got {config.gamma}")
-    if config.behaviour != "lagged" and not (config.behaviour.startswith("run:") and config.behaviour[4:]):
-        raise ConfigError(f"behaviour must be 'lagged' or 'run:DIR', got '{config.behaviour}'")
-    for name in ("refresh_every", "replay_batches", "updates_per_batch"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    if config.weights not in ("trajectory", "per_decision"):
-        raise ConfigError(f"weights must be 'trajectory' or 'per_decision', got '{config.weights}'")
+    """One-line errors for invalid option values (choices are checked against the Config's types)."""
+    check_at_least(config, 1, "num_envs", "episodes_per_update", "refresh_every", "replay_batches")
+    check_at_least(config, 1, "updates_per_batch")
+    check_multiple(
+        config, "episodes_per_update", "num_envs", ": each sub-env runs the same number of whole episodes"
+    )
+    check_unit_interval(config, "gamma")
+    check_run_option(config, "behaviour", ("lagged",))
     if config.max_weight is not None and not config.max_weight > 0:
         raise ConfigError(f"max_weight must be > 0 (or None for no truncation), got {config.max_weight}")
-    if config.baseline not in ("none", "mean", "value"):
-        raise ConfigError(f"baseline must be 'none', 'mean' or 'value', got '{config.baseline}'")
-    if config.value_iters < 0:
-        raise ConfigError(f"value_iters must be >= 0, got {config.value_iters}")
-
-
-def stack_batches(batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Batches of different lengths side by side: [T_max, ΣN, ...], each padded at the end with masked-out,
-    terminated one-step episodes (so nothing leaks from one batch's episodes into another's)."""
-    T = max(int(b["rewards"].shape[0]) for b in batches)
-    out: dict[str, torch.Tensor] = {}
-    for key in FIELDS:
-        parts = []
-        for b in batches:
-            x = b[key]
-            pad = T - x.shape[0]
-            if pad:
-                fill = (torch.ones if key == "terminated" else torch.zeros)(
-                    (pad, *x.shape[1:]), dtype=x.dtype, device=x.device
-                )
-                x = torch.cat([x, fill])
-            parts.append(x)
-        out[key] = torch.cat(parts, dim=1)
-    return out
-
-
-def load_behaviour(run_dir: str, envs: VecEnv) -> Policy:
-    """The policy of a pgrad run dir (its latest checkpoint), checked against the env's spaces."""
-    from pgrad.api import load  # here, not at the top: pgrad.api imports the trainer, which imports us
-
-    agent = load(run_dir)
-    if agent.policy.obs_dim != envs.obs_dim or agent.action_space != envs.single_action_space:
-        raise ConfigError(
-            f"behaviour 'run:{run_dir}': its policy acts on obs_dim {agent.policy.obs_dim} / "
-            f"{agent.action_space}, env '{envs.label}' has {envs.obs_dim} / {envs.single_action_space}"
-        )
-    return agent.policy
+    check_non_negative(config, "value_iters", "max_grad_norm", "ent_coef")
 
 
 class ImportanceSampledPG(Algorithm):
@@ -177,13 +151,11 @@ class ImportanceSampledPG(Algorithm):
         if config.behaviour == "lagged":
             self.behaviour = copy.deepcopy(self.policy)
         else:
-            self.behaviour = load_behaviour(config.behaviour[4:], envs).to(device)
+            self.behaviour = policy_from_run(config.behaviour[4:], envs, "behaviour").to(device)
         self.behaviour.requires_grad_(False).eval()
         self.value: ValueNetwork | None = None
         if config.baseline == "value":
-            self.value = ValueNetwork(
-                envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
-            ).to(device)
+            self.value = make_value(envs, config).to(device)
             self.value_optimizer = make_optimizer(
                 config.optimizer, self.value.named_parameters(), config.value_lr
             )
@@ -202,19 +174,15 @@ class ImportanceSampledPG(Algorithm):
         )
         self.replay.append({key: getattr(rollout, key) for key in FIELDS})
         del self.replay[: -config.replay_batches]
-        data = self._prepare(stack_batches(self.replay))
-        sums: dict[str, float] = {}
+        data = self._prepare(stack_rollouts(self.replay))
+        sums: dict[str, Any] = {}
         for _ in range(config.updates_per_batch):
-            for key, value in self._policy_step(data).items():
-                sums[key] = sums.get(key, 0.0) + value / config.updates_per_batch
-        metrics = {**sums, "stats/replay_episodes": float(data["episodes"])}
+            accumulate(sums, self._policy_step(data))
+        metrics = {**mean_metrics(sums, config.updates_per_batch), "stats/replay_episodes": data["episodes"]}
         if self.value is not None:
             metrics.update(self._fit_value(rollout))
-        if config.normalize_obs:  # after the update, so acting and the gradient used the same statistics
-            obs = rollout.obs[rollout.mask]
-            self.policy.normalizer.update(obs)
-            if self.value is not None:
-                self.value.normalizer.update(obs)
+        # after the update, so acting and the gradient used the same statistics
+        update_normalizers(rollout.obs[rollout.mask], self.policy, self.value)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     def _prepare(self, replay: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -268,13 +236,11 @@ class ImportanceSampledPG(Algorithm):
         entropy = dist.entropy().mean()
         self.policy_optimizer.zero_grad(set_to_none=True)
         (policy_loss - config.ent_coef * entropy).backward()
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
-        self.policy_optimizer.step()
+        grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), config.max_grad_norm)
         metrics = {
-            "loss/policy": policy_loss.item(),
-            "stats/entropy": entropy.item(),
-            "stats/grad_norm": float(grad_norm),
+            "loss/policy": policy_loss.detach(),
+            "stats/entropy": entropy.detach(),
+            "stats/grad_norm": grad_norm,
         }
         metrics.update(self._weight_stats(raw, log_ratio, mask, term, trunc))
         return metrics
@@ -312,13 +278,8 @@ class ImportanceSampledPG(Algorithm):
         obs, targets = rollout.obs[mask], targets[mask]
         with torch.no_grad():
             before = self.value(obs)
-        loss = torch.zeros(())
-        for _ in range(config.value_iters):
-            loss = 0.5 * (self.value(obs) - targets).pow(2).mean()
-            self.value_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.value_optimizer.step()
-        return {"loss/value": loss.item(), "stats/explained_variance": explained_variance(before, targets)}
+        loss = fit_value(self.value, self.value_optimizer, obs, targets, config.value_iters)
+        return {"loss/value": loss, "stats/explained_variance": explained_variance(before, targets)}
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

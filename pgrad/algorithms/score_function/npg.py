@@ -18,22 +18,30 @@ from typing import Any, Literal
 import torch
 from torch.distributions import kl_divergence
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
-from pgrad.errors import ConfigError
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    check_at_least,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    fit_value,
+    gae_batch,
+    make_policy,
+    make_value,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.estimators import (
     explained_variance,
     flat_grad,
     flat_params,
-    gae,
     make_fisher_vector_product,
     natural_gradient_step,
     normalize,
     set_flat_params,
-    value_loss,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import ValueNetwork
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 
@@ -67,25 +75,17 @@ class Config(NetworkConfig):
     optimizer: str = "adam"
     """Optimiser of the value network."""
     policy: Literal["auto", "categorical", "diag_gaussian", "discretised"] = "auto"
-    """Action distribution (needs an analytic KL: the tanh-Gaussian has none)."""
+    """Action distribution (needs an analytic KL for the Fisher matrix: the tanh-Gaussian has none)."""
     normalize_obs: bool = False
     """Standardise observations with running statistics."""
 
 
 def check_config(config: Any) -> None:
-    if config.num_envs < 1 or config.num_steps < 1 or config.cg_iterations < 1:
-        raise ConfigError("num_envs, num_steps and cg_iterations must be >= 1")
-    if config.max_kl <= 0:
-        raise ConfigError(f"max_kl must be > 0, got {config.max_kl}")
-    if config.policy not in ("auto", "categorical", "diag_gaussian", "discretised"):
-        raise ConfigError(
-            f"policy '{config.policy}' has no analytic KL for the Fisher matrix; try diag_gaussian"
-        )
-    if config.cg_damping < 0:
-        raise ConfigError(f"cg_damping must be >= 0, got {config.cg_damping}")
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
+    """One-line errors for invalid option values (the policy kinds are limited by the Config's type)."""
+    check_at_least(config, 1, "num_envs", "num_steps", "cg_iterations", "value_minibatches")
+    check_positive(config, "max_kl")
+    check_non_negative(config, "cg_damping", "value_epochs")
+    check_unit_interval(config, "gamma", "gae_lambda")
 
 
 class NPG(Algorithm):
@@ -98,9 +98,7 @@ class NPG(Algorithm):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
         self.policy = make_policy(envs, config).to(device)
-        self.value = ValueNetwork(
-            envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
-        ).to(device)
+        self.value = make_value(envs, config).to(device)
         self.value_optimizer = make_optimizer(
             config.optimizer, self.value.named_parameters(), config.value_lr
         )
@@ -110,28 +108,17 @@ class NPG(Algorithm):
     def iteration(self, index: int) -> IterationResult:
         config = self.config
         rollout = self.collector.collect(self.policy, config.num_steps)
-        with torch.no_grad():
-            values = self.value(rollout.obs)
-            next_values = self.value(rollout.next_obs)
-        advantages, returns = gae(
-            rollout.rewards,
-            values,
-            next_values,
-            rollout.terminated,
-            rollout.truncated,
-            config.gamma,
-            config.gae_lambda,
-        )
+        values, advantages, returns = gae_batch(self.value, rollout, config.gamma, config.gae_lambda)
         obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
-        advantages = advantages.flatten()
+        advantages, returns = advantages.flatten(), returns.flatten()
         if config.normalize_advantages:
             advantages = normalize(advantages)
         metrics = self._policy_step(obs, actions, rollout.log_probs.flatten(), advantages)
-        metrics.update(self._fit_value(obs, returns.flatten()))
-        metrics["stats/explained_variance"] = explained_variance(values.flatten(), returns.flatten())
-        if config.normalize_obs:
-            self.policy.normalizer.update(obs)
-            self.value.normalizer.update(obs)
+        metrics["loss/value"] = fit_value(
+            self.value, self.value_optimizer, obs, returns, config.value_epochs, config.value_minibatches
+        )
+        metrics["stats/explained_variance"] = explained_variance(values.flatten(), returns)
+        update_normalizers(obs, self.policy, self.value)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     # -- the natural step -----------------------------------------------------------------------------------
@@ -165,21 +152,6 @@ class NPG(Algorithm):
             "stats/approx_kl": kl,
             **{f"stats/{k}": float(v) for k, v in info.items()},
         }
-
-    def _fit_value(self, obs: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        size = len(obs)
-        minibatch = max(1, size // self.config.value_minibatches)
-        total, count = 0.0, 0
-        for _ in range(self.config.value_epochs):
-            order = torch.randperm(size, device=obs.device)
-            for start in range(0, size, minibatch):
-                rows = order[start : start + minibatch]
-                loss, _ = value_loss(self.value(obs[rows]), returns[rows])
-                self.value_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.value_optimizer.step()
-                total, count = total + loss.item(), count + 1
-        return {"loss/value": total / max(count, 1)}
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -11,6 +11,14 @@ score-function estimate with GAE(λ) advantages,
 plus c_v · value loss (optionally clipped around the old values) − c_e · entropy. Â_t is GAE(λ) on
 fixed-length rollouts of continuing episodes; a time-limit truncation bootstraps from V(final observation),
 not from the next episode's reset observation and not as a terminal (CleanRL's ppo.py treats it as one).
+
+Defaults: the PPO paper's MuJoCo optimisation settings as Stable-Baselines3 ships them (Adam lr 3e-4,
+10 epochs, γ 0.99, λ 0.95, ε 0.2, c_v 0.5, no entropy bonus, no value clipping, gradient-norm clip 0.5,
+advantages standardised per minibatch), on CleanRL-style short rollouts of continuing episodes (8 envs ×
+128 steps, 4 minibatches of 256) with CleanRL's linear learning-rate annealing to 0. They differ from
+CleanRL's ppo.py (4 envs, lr 2.5e-4, 4 epochs, c_e 0.01, value clipping on) and from SB3's PPO (1 env ×
+2048 steps, minibatches of 64, constant lr). rl-baselines3-zoo's tuned CartPole setting is in
+`benchmarks/acceptance.py`.
 """
 
 from __future__ import annotations
@@ -21,27 +29,43 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    accumulate,
+    anneal_lr,
+    check_at_least,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    clip_and_step,
+    fraction_left,
+    gae_batch,
+    make_policy,
+    make_value,
+    mean_metrics,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
-from pgrad.estimators import gae, normalize
-from pgrad.estimators.surrogates import (
+from pgrad.estimators import (
     adaptive_kl_beta,
     clipped_surrogate,
     explained_variance,
     kl_penalty_surrogate,
+    normalize,
     value_loss,
 )
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import ValueNetwork
 from pgrad.policies.normalizers import RewardScaler
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 
 
 @dataclass
 class Config(NetworkConfig):
-    """PPO options (`pgrad train ppo --help`). Defaults follow CleanRL's ppo.py / the PPO paper."""
+    """PPO options (`pgrad train ppo --help`). Defaults: see the module docstring (paper/SB3 optimisation
+    settings on CleanRL-style rollouts)."""
 
     num_envs: int = 8
     """Sub-envs stepped together."""
@@ -92,18 +116,16 @@ class Config(NetworkConfig):
 
 
 def check_config(config: Config) -> None:
-    if config.num_envs < 1 or config.num_steps < 1 or config.update_epochs < 1 or config.num_minibatches < 1:
-        raise ConfigError("num_envs, num_steps, update_epochs and num_minibatches must be >= 1")
+    """One-line errors for invalid option values."""
+    check_at_least(config, 1, "num_envs", "num_steps", "update_epochs", "num_minibatches")
     if config.num_minibatches > config.num_envs * config.num_steps:
         raise ConfigError(
             f"num_minibatches ({config.num_minibatches}) exceeds the batch size "
             f"({config.num_envs * config.num_steps})"
         )
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
-    if config.clip_coef <= 0:
-        raise ConfigError(f"clip_coef must be > 0, got {config.clip_coef}")
+    check_unit_interval(config, "gamma", "gae_lambda")
+    check_positive(config, "clip_coef", "kl_beta", "kl_target")
+    check_non_negative(config, "max_grad_norm", "ent_coef", "vf_coef")
 
 
 class PPO(Algorithm):
@@ -116,9 +138,7 @@ class PPO(Algorithm):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
         self.policy = make_policy(envs, config).to(device)
-        self.value = ValueNetwork(
-            envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
-        ).to(device)
+        self.value = make_value(envs, config).to(device)
         self.model = nn.ModuleDict({"policy": self.policy, "value": self.value})
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(config.optimizer, self.model.named_parameters(), config.lr)
@@ -129,18 +149,11 @@ class PPO(Algorithm):
         self.kl_beta = config.kl_beta
         self.batch_steps = config.num_envs * config.num_steps
 
-    # -- schedule -------------------------------------------------------------------------------------------
-    def _progress_left(self) -> float:
-        """1 at the start of the run, → 0 at total_steps (for annealing)."""
-        return max(0.0, 1.0 - self.envs.global_step / max(self.total_steps, 1))
-
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
-        left = self._progress_left()
-        lr = config.lr * left if config.anneal_lr else config.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        left = fraction_left(self.envs.global_step, self.total_steps)
+        lr = anneal_lr(self.optimizer, left if config.anneal_lr else 1.0)
         clip = config.clip_coef * left if config.anneal_clip else config.clip_coef
         clip = max(clip, 1e-8)
 
@@ -155,18 +168,7 @@ class PPO(Algorithm):
                     for t in range(rollout.num_steps)
                 ]
             )
-        with torch.no_grad():
-            values = self.value(rollout.obs)
-            next_values = self.value(rollout.next_obs)
-        advantages, returns = gae(
-            rewards,
-            values,
-            next_values,
-            rollout.terminated,
-            rollout.truncated,
-            config.gamma,
-            config.gae_lambda,
-        )
+        values, advantages, returns = gae_batch(self.value, rollout, config.gamma, config.gae_lambda, rewards)
 
         batch = {
             "obs": rollout.obs.flatten(0, 1),
@@ -183,16 +185,14 @@ class PPO(Algorithm):
         if config.loss == "kl":
             self.kl_beta = adaptive_kl_beta(self.kl_beta, metrics["stats/approx_kl"], config.kl_target)
             metrics["stats/kl_beta"] = self.kl_beta
-        if config.normalize_obs:  # after the update: acting and the gradient used the same statistics
-            self.policy.normalizer.update(batch["obs"])
-            self.value.normalizer.update(batch["obs"])
+        update_normalizers(batch["obs"], self.policy, self.value)  # after the update, as acting saw them
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
-    def _update(self, batch: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
+    def _update(self, batch: dict[str, torch.Tensor], clip: float) -> dict[str, Any]:
         config = self.config
         size = len(batch["obs"])
         minibatch = size // config.num_minibatches
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         count = 0
         epochs = 0
         full_batch = config.num_minibatches == 1
@@ -200,7 +200,7 @@ class PPO(Algorithm):
             batch = {**batch, "advantages": normalize(batch["advantages"])}
         for epoch in range(config.update_epochs):
             epochs = epoch + 1
-            epoch_kl = 0.0
+            epoch_kl = torch.zeros((), dtype=torch.float64, device=batch["obs"].device)
             if full_batch:  # a full-batch step does not depend on the order: skip the shuffle
                 minibatches = [batch]
             else:
@@ -211,17 +211,16 @@ class PPO(Algorithm):
                 ]
             for mb in minibatches:
                 info = self._minibatch_step(mb, clip)
-                epoch_kl += info["stats/approx_kl"] / config.num_minibatches
-                for k, v in info.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                epoch_kl = epoch_kl + info["stats/approx_kl"].double() / config.num_minibatches
+                accumulate(sums, info)
                 count += 1
-            if config.target_kl is not None and epoch_kl > config.target_kl:
+            if config.target_kl is not None and float(epoch_kl) > config.target_kl:  # one sync per epoch
                 break
-        metrics = {k: v / count for k, v in sums.items()}
+        metrics = mean_metrics(sums, count)
         metrics["stats/epochs"] = epochs
         return metrics
 
-    def _minibatch_step(self, mb: dict[str, torch.Tensor], clip: float) -> dict[str, float]:
+    def _minibatch_step(self, mb: dict[str, torch.Tensor], clip: float) -> dict[str, Any]:
         config = self.config
         standardise = config.normalize_advantages and config.num_minibatches > 1  # else done once in _update
         dist = self.policy.distribution(mb["obs"])
@@ -241,16 +240,14 @@ class PPO(Algorithm):
         loss = policy_loss + config.vf_coef * v_loss - config.ent_coef * entropy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True)
-        self.optimizer.step()
+        grad_norm = clip_and_step(self.optimizer, self.params, config.max_grad_norm)
         metrics = {
-            "loss/policy": policy_loss.item(),
-            "loss/value": v_loss.item(),
-            "stats/entropy": entropy.item(),
-            "stats/grad_norm": grad_norm.item(),
+            "loss/policy": policy_loss.detach(),
+            "loss/value": v_loss.detach(),
+            "stats/entropy": entropy.detach(),
+            "stats/grad_norm": grad_norm,
         }
-        metrics.update({f"stats/{k}": float(v) for k, v in {**info, **v_info}.items()})
+        metrics.update({f"stats/{k}": v for k, v in {**info, **v_info}.items()})
         return metrics
 
     # -- checkpointing --------------------------------------------------------------------------------------

@@ -29,20 +29,36 @@ from typing import Any, Literal
 
 import torch
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    check_at_least,
+    check_multiple,
+    check_non_negative,
+    check_unit_interval,
+    clip_and_step,
+    fit_value,
+    make_policy,
+    make_value,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
     episode_index,
+    explained_variance,
+    flat_jacobian,
+    kl_k3,
     mean_baseline,
     normalize,
     optimal_baseline,
     per_step_mean_baseline,
     reward_to_go,
+    score_function_loss,
     total_return,
 )
 from pgrad.optim import make_optimizer
 from pgrad.policies.networks import ValueNetwork
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import collect_episodes
 from pgrad.run.seeding import derive_seed
 from pgrad.types import Rollout
@@ -86,21 +102,16 @@ class Config(NetworkConfig):
 
 def check_config(config: Config) -> None:
     """One-line errors for invalid option values."""
-    if config.num_envs < 1 or config.episodes_per_update < 1:
-        raise ConfigError("num_envs and episodes_per_update must be >= 1")
-    if config.episodes_per_update % config.num_envs:
-        raise ConfigError(
-            f"episodes_per_update ({config.episodes_per_update}) must be a multiple of num_envs "
-            f"({config.num_envs}): each sub-env runs the same number of whole episodes"
-        )
-    if not 0.0 <= config.gamma <= 1.0:
-        raise ConfigError(f"gamma must be in [0, 1], got {config.gamma}")
+    check_at_least(config, 1, "num_envs", "episodes_per_update", "value_minibatches")
+    check_multiple(
+        config, "episodes_per_update", "num_envs", ": each sub-env runs the same number of whole episodes"
+    )
+    check_unit_interval(config, "gamma")
+    check_non_negative(config, "value_iters", "max_grad_norm", "ent_coef")
     if config.baseline == "optimal" and config.normalize_advantages:
         raise ConfigError(
             "baseline 'optimal' sets its own per-parameter baseline; drop --normalize-advantages"
         )
-    if config.value_iters < 0 or config.value_minibatches < 1:
-        raise ConfigError("value_iters must be >= 0 and value_minibatches >= 1")
 
 
 def weights(rollout: Rollout, config: Config, next_values: torch.Tensor | None) -> torch.Tensor:
@@ -108,19 +119,6 @@ def weights(rollout: Rollout, config: Config, next_values: torch.Tensor | None) 
     if config.returns == "total":
         return total_return(rollout.rewards, rollout.terminated, rollout.truncated, config.gamma)
     return reward_to_go(rollout.rewards, rollout.terminated, rollout.truncated, config.gamma, next_values)
-
-
-def flat_grad(outputs: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Jacobian [len(outputs), P] of a vector of scalars w.r.t. all parameters (one batched backward)."""
-    eye = torch.eye(len(outputs), dtype=outputs.dtype, device=outputs.device)
-    grads = torch.autograd.grad(outputs, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
-    return torch.cat(
-        [
-            (g if g is not None else outputs.new_zeros(len(outputs), *p.shape)).reshape(len(outputs), -1)
-            for g, p in zip(grads, params, strict=True)
-        ],
-        dim=1,
-    )
 
 
 class Reinforce(Algorithm):
@@ -136,9 +134,7 @@ class Reinforce(Algorithm):
         self.policy_optimizer = make_optimizer(config.optimizer, self.policy.parameters(), config.lr)
         self.value: ValueNetwork | None = None
         if config.baseline == "value":
-            self.value = ValueNetwork(
-                envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
-            ).to(device)
+            self.value = make_value(envs, config).to(device)
             self.value_optimizer = make_optimizer(config.optimizer, self.value.parameters(), config.value_lr)
 
     # -- one update -----------------------------------------------------------------------------------------
@@ -175,10 +171,7 @@ class Reinforce(Algorithm):
         metrics.update(self._diagnostics(obs, actions, rollout.log_probs[mask]))
         if self.value is not None:
             metrics.update(self._fit_value(obs, psi[mask]))
-        if config.normalize_obs:  # after the update, so acting and the gradient used the same statistics
-            self.policy.normalizer.update(obs)
-            if self.value is not None:
-                self.value.normalizer.update(obs)
+        update_normalizers(obs, self.policy, self.value)  # after the update: acting and ∇ saw the same stats
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     def _baseline(self, rollout: Rollout, psi: torch.Tensor, step_in_episode: torch.Tensor) -> torch.Tensor:
@@ -194,22 +187,20 @@ class Reinforce(Algorithm):
 
     def _policy_step(
         self, obs: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, num_episodes: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         dist = self.policy.distribution(obs)
-        log_prob = dist.log_prob(actions)
         # Sum over steps, mean over episodes: the gradient of this loss is −ĝ exactly.
-        policy_loss = -(log_prob * advantages).sum() / num_episodes
+        policy_loss, _ = score_function_loss(dist.log_prob(actions), advantages, normalizer=num_episodes)
         entropy = dist.entropy().mean()
-        loss = policy_loss - self.config.ent_coef * entropy
         self.policy_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = self._clip_and_step()
+        (policy_loss - self.config.ent_coef * entropy).backward()
+        grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         return {
-            "loss/policy": policy_loss.item(),
-            "stats/entropy": entropy.item(),
+            "loss/policy": policy_loss.detach(),
+            "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
-            "stats/advantage_mean": float(advantages.mean()),
-            "stats/advantage_std": float(advantages.std()) if len(advantages) > 1 else 0.0,
+            "stats/advantage_mean": advantages.mean(),
+            "stats/advantage_std": advantages.std() if len(advantages) > 1 else 0.0,
         }
 
     def _optimal_baseline_step(
@@ -219,14 +210,15 @@ class Reinforce(Algorithm):
         psi: torch.Tensor,
         episode: torch.Tensor,
         num_episodes: int,
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         dist = self.policy.distribution(obs)
         log_prob = dist.log_prob(actions)
         zeros = log_prob.new_zeros(num_episodes)
         score_sums = zeros.index_add(0, episode, log_prob)  # Σ_t log π per episode → S_i after ∇
         weighted = zeros.index_add(0, episode, log_prob * psi)  # Σ_t Ψ_t log π per episode → W_i after ∇
-        jac = flat_grad(torch.cat([score_sums, weighted]), params)
+        # keep the graph for the entropy bonus's backward below
+        jac = flat_jacobian(torch.cat([score_sums, weighted]), params, retain_graph=self.config.ent_coef > 0)
         S, W = jac[:num_episodes], jac[num_episodes:]
         b = optimal_baseline(S, W)
         grad_J = (W - b * S).mean(0)
@@ -239,46 +231,28 @@ class Reinforce(Algorithm):
             g = -grad_J[offset : offset + p.numel()].view_as(p)
             p.grad = g if p.grad is None else p.grad + g
             offset += p.numel()
-        grad_norm = self._clip_and_step()
+        grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         return {
-            "stats/entropy": entropy.item(),
+            "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
-            "stats/baseline_mean": float(b.mean()),
+            "stats/baseline_mean": b.mean(),
         }
 
-    def _clip_and_step(self) -> float:
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
-        self.policy_optimizer.step()
-        return float(grad_norm)
-
     @torch.no_grad()
-    def _diagnostics(
-        self, obs: torch.Tensor, actions: torch.Tensor, old_log_prob: torch.Tensor
-    ) -> dict[str, float]:
-        log_ratio = self.policy.distribution(obs).log_prob(actions) - old_log_prob
+    def _diagnostics(self, obs: torch.Tensor, actions: torch.Tensor, old_log_prob: torch.Tensor) -> dict:
         # k3 estimator of KL(π_old ‖ π_new) (Schulman 2020): unbiased and always ≥ 0.
-        approx_kl = (log_ratio.exp() - 1 - log_ratio).mean()
-        return {"stats/approx_kl": float(approx_kl)}
+        new_log_prob = self.policy.distribution(obs).log_prob(actions)
+        return {"stats/approx_kl": kl_k3(log_q=old_log_prob, log_p=new_log_prob).mean()}
 
-    def _fit_value(self, obs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def _fit_value(self, obs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         assert self.value is not None
         with torch.no_grad():
             before = self.value(obs)
-        batch = len(obs)
-        size = max(1, batch // self.config.value_minibatches)
-        loss = torch.zeros(())
-        for _ in range(self.config.value_iters):
-            order = torch.randperm(batch, device=obs.device)
-            for start in range(0, batch, size):
-                rows = order[start : start + size]
-                loss = 0.5 * (self.value(obs[rows]) - targets[rows]).pow(2).mean()
-                self.value_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.value_optimizer.step()
-        var = targets.var() if batch > 1 else torch.zeros(())
-        explained = 1 - (targets - before).var() / var if var > 0 else torch.tensor(float("nan"))
-        return {"loss/value": loss.item(), "stats/explained_variance": float(explained)}
+        config = self.config
+        loss = fit_value(
+            self.value, self.value_optimizer, obs, targets, config.value_iters, config.value_minibatches
+        )
+        return {"loss/value": loss, "stats/explained_variance": explained_variance(before, targets)}
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

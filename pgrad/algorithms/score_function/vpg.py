@@ -25,14 +25,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from pgrad.algorithms.base import Algorithm, IterationResult, NetworkConfig, make_policy
-from pgrad.envs.gym import VecEnv
-from pgrad.errors import ConfigError
-from pgrad.estimators import explained_variance, gae, kl_k3, normalize, score_function_loss, value_loss
+from pgrad.algorithms.common import (
+    NetworkConfig,
+    check_at_least,
+    check_multiple,
+    check_non_negative,
+    check_unit_interval,
+    clip_and_step,
+    fit_value,
+    gae_batch,
+    make_policy,
+    make_value,
+    update_normalizers,
+)
+from pgrad.envs.base import VecEnv
+from pgrad.estimators import explained_variance, kl_k3, normalize, score_function_loss
 from pgrad.optim import make_optimizer
-from pgrad.policies.networks import ValueNetwork
+from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import StepCollector
 from pgrad.run.seeding import derive_seed
 
@@ -71,21 +81,10 @@ class Config(NetworkConfig):
 
 def check_config(config: Config) -> None:
     """One-line errors for invalid option values."""
-    if config.num_envs < 1 or config.steps_per_epoch < 1:
-        raise ConfigError(
-            f"num_envs and steps_per_epoch must be >= 1, got {config.num_envs}, {config.steps_per_epoch}"
-        )
-    if config.steps_per_epoch % config.num_envs:
-        raise ConfigError(
-            f"steps_per_epoch ({config.steps_per_epoch}) must be a multiple of num_envs ({config.num_envs})"
-        )
-    for name in ("gamma", "gae_lambda"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {getattr(config, name)}")
-    if config.value_iters < 0:
-        raise ConfigError(f"value_iters must be >= 0, got {config.value_iters}")
-    if config.max_grad_norm < 0:
-        raise ConfigError(f"max_grad_norm must be >= 0, got {config.max_grad_norm}")
+    check_at_least(config, 1, "num_envs", "steps_per_epoch")
+    check_multiple(config, "steps_per_epoch", "num_envs")
+    check_unit_interval(config, "gamma", "gae_lambda")
+    check_non_negative(config, "value_iters", "max_grad_norm", "ent_coef")
 
 
 class VPG(Algorithm):
@@ -98,9 +97,7 @@ class VPG(Algorithm):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config)
         self.policy = make_policy(envs, config).to(device)
-        self.value = ValueNetwork(
-            envs.obs_dim, config.hidden_sizes, config.activation, normalize_obs=config.normalize_obs
-        ).to(device)
+        self.value = make_value(envs, config).to(device)
         self.policy_optimizer = make_optimizer(config.optimizer, self.policy.named_parameters(), config.lr)
         self.value_optimizer = make_optimizer(
             config.optimizer, self.value.named_parameters(), config.value_lr
@@ -112,59 +109,35 @@ class VPG(Algorithm):
     def iteration(self, index: int) -> IterationResult:
         config = self.config
         rollout = self.collector.collect(self.policy, self.num_steps)
-        with torch.no_grad():
-            values = self.value(rollout.obs)
-            next_values = self.value(rollout.next_obs)  # V of the true next state (final obs at an end)
-        advantages, returns = gae(
-            rollout.rewards,
-            values,
-            next_values,
-            rollout.terminated,
-            rollout.truncated,
-            config.gamma,
-            config.gae_lambda,
-        )
+        values, advantages, returns = gae_batch(self.value, rollout, config.gamma, config.gae_lambda)
         obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
         advantages, returns = advantages.flatten(), returns.flatten()
         if config.normalize_advantages:
             advantages = normalize(advantages)
         metrics = self._policy_step(obs, actions, rollout.log_probs.flatten(), advantages)
         metrics["stats/explained_variance"] = explained_variance(values.flatten(), returns)
-        metrics.update(self._fit_value(obs, returns))
-        if config.normalize_obs:  # after the update: acting and the gradient used the same statistics
-            self.policy.normalizer.update(obs)
-            self.value.normalizer.update(obs)
+        metrics["loss/value"] = fit_value(self.value, self.value_optimizer, obs, returns, config.value_iters)
+        update_normalizers(obs, self.policy, self.value)  # after the update: acting and ∇ saw the same stats
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     def _policy_step(
         self, obs: torch.Tensor, actions: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         dist = self.policy.distribution(obs)
         policy_loss, _ = score_function_loss(dist.log_prob(actions), advantages)
         entropy = dist.entropy().mean()
         loss = policy_loss - self.config.ent_coef * entropy
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm, foreach=True)
-        self.policy_optimizer.step()
+        grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         with torch.no_grad():  # how far the one step moved π: KL(π_old ‖ π_new), k3 estimate
             approx_kl = kl_k3(old_log_prob, self.policy.distribution(obs).log_prob(actions)).mean()
         return {
-            "loss/policy": policy_loss.item(),
-            "stats/entropy": entropy.item(),
-            "stats/grad_norm": float(grad_norm),
-            "stats/approx_kl": float(approx_kl),
+            "loss/policy": policy_loss.detach(),
+            "stats/entropy": entropy.detach(),
+            "stats/grad_norm": grad_norm,
+            "stats/approx_kl": approx_kl,
         }
-
-    def _fit_value(self, obs: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        loss = torch.zeros(())
-        for _ in range(self.config.value_iters):
-            loss, _ = value_loss(self.value(obs), returns)
-            self.value_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.value_optimizer.step()
-        return {"loss/value": loss.item()}
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from pgrad.envs.gym import EpisodeStats, StepResult
+from pgrad.envs.base import EpisodeStats, StepResult
 from pgrad.errors import EnvError
 
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
@@ -40,7 +40,7 @@ def cartpole_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
 
 
 class CartPoleVecEnv:
-    """N CartPole-v1 envs in tensors, with the `pgrad.envs.gym.VecEnv` interface (same-step autoreset)."""
+    """N CartPole-v1 envs in tensors, a `pgrad.envs.base.VecEnv` (same-step autoreset)."""
 
     label = "CartPole-v1 (native)"
     spec_id = "CartPole-v1"

@@ -1,0 +1,72 @@
+"""The one shallow contract between an algorithm and the run harness.
+
+The trainer knows only this: it builds an `Algorithm` subclass from its class (handed down by `pgrad.api` or
+the CLI, which resolve names), calls `iteration` until the step budget is spent, and saves/restores it through
+`state_dict`/`load_state_dict`. It never names an algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from pgrad.envs.base import VecEnv
+from pgrad.policies.networks import Policy
+from pgrad.run.config import check_field_types
+
+FAMILIES = ("score function", "learned critic", "differentiable simulator")
+
+
+@dataclass
+class IterationResult:
+    """What one training iteration reports: diagnostics and the episodes it finished.
+
+    Metric values may be Python numbers or 0-d tensors; the harness converts them once, when it writes a
+    metrics record, so an algorithm never has to force a device sync per minibatch.
+    """
+
+    metrics: dict[str, Any]
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+class Algorithm:
+    """Base of every algorithm: the harness builds it, calls `iteration` until the step budget is spent, and
+    saves/restores it through `state_dict`/`load_state_dict` (nested dicts of tensors and plain values).
+
+    Subclasses set the class attributes and own a `policy` the harness evaluates and saves. `family` is one of
+    `FAMILIES`: how the algorithm estimates ∇θJ.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type]
+    action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.Box)
+
+    policy: Policy
+
+    def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
+        check_field_types(config, self.name)
+        self.config = config
+        self.envs = envs
+        self.seed = seed
+        self.device = device
+        self.total_steps = total_steps  # the run's budget, for schedules such as learning-rate annealing
+
+    def on_resume(self, iteration: int) -> None:
+        """Called after `load_state_dict` when a run resumes at `iteration` (e.g. to restart env episodes)."""
+
+    def iteration(self, index: int) -> IterationResult:
+        """Collect experience with `self.envs` and update the parameters once (one batch)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError

@@ -1,0 +1,120 @@
+"""Run options (`RunConfig`) and the type check every config dataclass gets before it is used.
+
+Config values arrive from the command line (typed by tyro), from JSON (`run.json`) and from Python keyword
+arguments, where nothing stops `lr="3e-4"`; `check_field_types` refuses such values in one line that names the
+option and the type it expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pgrad.errors import ConfigError
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a tuple of {_describe(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "None"
+    return {bool: "a bool", int: "an int", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple | list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # a hint this check does not understand: leave it to the option's own checks
+
+
+def check_field_types(config: Any, what: str) -> None:
+    """Refuse a dataclass field whose value does not have its annotated type, in one line naming it."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in hints and not _matches(value, hints[f.name]):
+            raise ConfigError(
+                f"{what} option {f.name} must be {_describe(hints[f.name])}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+
+
+@dataclass
+class RunConfig:
+    """Options of a training run that do not depend on the algorithm."""
+
+    env: str = "CartPole-v1"
+    """Gymnasium env id; `module:EnvName-vN` imports `module` first (where a custom env registers itself)."""
+    total_steps: int = 100_000
+    """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
+    seed: int = 0
+    """Run seed: derives python, numpy, torch and every env seed."""
+    backend: Literal["gymnasium", "native"] = "gymnasium"
+    """Training envs: Gymnasium's or pgrad's batched torch twin (CartPole-v1); evaluation uses Gymnasium's."""
+    run_dir: str | None = None
+    """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
+    eval_every: int = 25_000
+    """Evaluate every this many env steps on separate envs (0: only at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation (0: never evaluate)."""
+    target_return: float | None = None
+    """Stop early once an evaluation's mean return reaches this (None: train for total_steps)."""
+    eval_deterministic: bool = True
+    """Evaluate the distribution's mode rather than sampled actions."""
+    checkpoint_every: int = 50_000
+    """Write a checkpoint every this many env steps (one is always written at the end)."""
+    keep_checkpoints: int = 3
+    """How many recent checkpoints to keep."""
+    log_every: int = 1000
+    """Write a metrics record at least every this many env steps (0: every iteration); evaluations,
+    checkpoints and the end of the run always write one. Episode statistics cover the whole interval."""
+    threads: int = 1
+    """torch CPU threads (1 is fastest for small networks and makes runs bitwise reproducible)."""
+    device: str = "cpu"
+    """torch device for networks and rollouts."""
+    progress: bool = True
+    """Show a progress bar with live return and steps/s."""
+    tensorboard: bool = True
+    """Also write TensorBoard scalars to run_dir/tb."""
+
+
+def check_run_config(run: RunConfig) -> None:
+    """One-line errors for invalid run options (types first, then ranges)."""
+    check_field_types(run, "run")
+    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
+        if getattr(run, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
+    if run.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {run.threads}")
+    if run.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1, got {run.keep_checkpoints}")
