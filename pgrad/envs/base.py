@@ -1,5 +1,8 @@
 """What every batched env gives the rest of pgrad: the step types and the `VecEnv` protocol.
 
+Also the `DiffEnv` protocol of the differentiable envs (`pgrad.envs.diff`): functional, batched,
+differentiable steps with no hidden episode state.
+
 Backends (Gymnasium vector envs in `pgrad.envs.gym`, batched torch twins in `pgrad.envs.native`) implement
 `VecEnv` structurally; `pgrad.envs.make.make_env` picks one. Nothing here imports a backend, so every backend,
 collector and algorithm can import this module without an import cycle.
@@ -20,6 +23,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch import Tensor
 
 EnvFactory = Callable[..., gym.Env]
 
@@ -73,3 +77,21 @@ def env_label(env: str | EnvFactory | Any) -> str:
     if isinstance(env, str):
         return env
     return getattr(env, "__qualname__", None) or type(env).__name__
+
+
+@runtime_checkable
+class DiffEnv(Protocol):
+    """What a differentiable env provides (structural: nothing needs to subclass it)."""
+
+    state_dim: int
+    obs_dim: int
+    action_dim: int
+    action_bound: float
+    horizon: int
+    dtype: torch.dtype
+
+    def reset(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def observe(self, state: Tensor) -> Tensor: ...

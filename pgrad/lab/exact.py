@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
+from pgrad.envs.diff.lqr import discounted_riccati_gain
 from pgrad.envs.tabular import TabularMDP
 from pgrad.errors import ConfigError
 
@@ -460,19 +461,9 @@ def lqr_objective_gradient(problem: LQRProblem, K: Tensor, sigma: float | Tensor
 def lqr_optimal_gain(problem: LQRProblem, tol: float = 1e-13, max_iterations: int = 100_000) -> Tensor:
     """The optimal gain K* (independent of σ) by iterating the discounted Riccati equation
     P ← Q + γAᵀPA − γ²AᵀPB(R + γBᵀPB)⁻¹BᵀPA to convergence; K* = γ(R + γBᵀPB)⁻¹BᵀPA."""
-    A, B, Q, R, g = problem.A, problem.B, problem.Q, problem.R, problem.gamma
-    P = Q.clone()
-    for _ in range(max_iterations):
-        K = g * torch.linalg.solve(R + g * B.T @ P @ B, B.T @ P @ A)
-        A_K = A - B @ K
-        new = Q + K.T @ R @ K + g * A_K.T @ P @ A_K
-        if (new - P).abs().max() <= tol * max(1.0, P.abs().max().item()):
-            P = new
-            break
-        P = new
-    else:
-        raise ConfigError(f"lqr_optimal_gain on '{problem.name}': Riccati iteration did not converge")
-    return g * torch.linalg.solve(R + g * B.T @ P @ B, B.T @ P @ A)
+    return discounted_riccati_gain(
+        problem.A, problem.B, problem.Q, problem.R, problem.gamma, problem.name, tol, max_iterations
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,26 @@ differentiable in K), the ground truth against which the lab measures gradient e
 the BPTT gradient is well behaved at any horizon; with an unstable closed loop A − BK it explodes
 geometrically with the horizon.
 
+Optimal control (references for what a learned controller should reach, both in float64):
+
+* :meth:`DiffLQR.riccati_gains`: the finite-horizon optimum, time-varying gains K_0 … K_{T−1} from the
+  backward Riccati recursion (P_T = 0; for t = T−1 … 0)
+
+      K_t = γ (R + γ Bᵀ P_{t+1} B)⁻¹ Bᵀ P_{t+1} A,    P_t = Q + K_tᵀ R K_t + γ A_{K_t}ᵀ P_{t+1} A_{K_t}
+
+  (A_K = A − B K), so the optimal return from x_0 is −x_0ᵀ P_0 x_0 (σ = 0). :meth:`DiffLQR.optimal_return` is
+  its expectation, with exploration noise σ if asked (the gains do not depend on σ; the noise adds the same
+  c_t as in ``expected_return``).
+* :meth:`DiffLQR.optimal_gain`: the stationary gain K* of the infinite-horizon discounted problem (the fixed
+  point of the recursion above, the discrete algebraic Riccati equation
+  P = Q + γAᵀPA − γ²AᵀPB(R + γBᵀPB)⁻¹BᵀPA), computed by ``pgrad.lab.exact.lqr_optimal_gain``. It is the
+  limit of K_0 as T → ∞; for a finite horizon ``expected_return(K*)`` ≤ ``optimal_return()``, with a gap
+  that vanishes as T grows (the time-varying gains differ from K* only in the last few steps).
+
+``action_bound`` (default ∞) clips each action coordinate to [−b, b] before it is applied and charged; the
+closed forms ignore the bound (exact while no action saturates). The registered Gymnasium task
+``pgrad/DiffLQR-v0`` uses ``DiffLQR.random(4, 2, seed=0, spectral_radius=0.95, action_bound=5)``.
+
 Shapes: N envs, n = ``state_dim``, m = ``action_dim``. The system matrices are kept in float64 and used in the
 dtype and on the device of the state passed to ``step`` (float32 and float64 both work); ``reset`` returns
 states in the env's ``dtype``.
@@ -18,67 +38,22 @@ states in the env's ``dtype``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor
 
+from pgrad.envs.diff._checks import (
+    _action_bound,
+    _batch_size,
+    _check_action,
+    _check_state,
+    _float_dtype,
+    _int,
+    _real,
+)
 from pgrad.errors import ConfigError
 
 __all__ = ["DiffLQR"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# argument checks (shared with contact.py)
-
-
-def _real(name: str, value: object, *, low: float | None = None, strict: bool = False) -> float:
-    """A finite real number (bools rejected), optionally > low (strict) or >= low."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ConfigError(f"{name} must be finite, got {x}")
-    if low is not None and (x <= low if strict else x < low):
-        raise ConfigError(f"{name} must be {'>' if strict else '>='} {low}, got {x}")
-    return x
-
-
-def _int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float_dtype(dtype: object) -> torch.dtype:
-    if dtype not in (torch.float32, torch.float64):
-        raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-    return dtype  # type: ignore[return-value]
-
-
-def _check_state(state: object, dim: int, env: str) -> Tensor:
-    if not isinstance(state, Tensor) or not state.is_floating_point():
-        raise ConfigError(f"{env}: state must be a floating torch.Tensor [N, {dim}], got {state!r:.60}")
-    if state.ndim != 2 or state.shape[1] != dim:
-        raise ConfigError(f"{env}: state must have shape [N, {dim}], got {tuple(state.shape)}")
-    return state
-
-
-def _check_action(action: object, state: Tensor, dim: int, env: str) -> Tensor:
-    if not isinstance(action, Tensor) or not action.is_floating_point():
-        raise ConfigError(f"{env}: action must be a floating torch.Tensor [N, {dim}], got {action!r:.60}")
-    if action.shape != (state.shape[0], dim):
-        raise ConfigError(
-            f"{env}: action must have shape [N, {dim}] = {(state.shape[0], dim)}, got {tuple(action.shape)}"
-        )
-    return action.to(state.dtype)
-
-
-def _batch_size(batch_size: object) -> int:
-    return _int("batch_size", batch_size, 1)
-
-
-# ---------------------------------------------------------------------------------------------------------
 
 
 def _matrix(name: str, x: object) -> Tensor:
@@ -115,6 +90,7 @@ class DiffLQR:
         x0_std: standard deviation of each start-state coordinate (the origin is the fixed point every
             policy keeps, so use > 0).
         horizon: episode length the caller should use (the env itself never ends an episode).
+        action_bound: b > 0, each action coordinate is clipped to [−b, b] (math.inf, the default: no clip).
         dtype: dtype of the states ``reset`` returns.
         device: device of the states ``reset`` returns.
     """
@@ -130,6 +106,7 @@ class DiffLQR:
         x0_std: float = 1.0,
         horizon: int = 50,
         *,
+        action_bound: float = math.inf,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ):
@@ -145,6 +122,7 @@ class DiffLQR:
         self.A, self.B, self.Q, self.R = A_, B_, Q_, R_
         self.x0_std = _real("x0_std", x0_std, low=0.0)
         self.horizon = _int("horizon", horizon, 1)
+        self.action_bound = _action_bound(action_bound)
         self.dtype = _float_dtype(dtype)
         self.device = torch.device(device)
         self.state_dim = self.obs_dim = n
@@ -162,6 +140,7 @@ class DiffLQR:
         x0_std: float = 1.0,
         spectral_radius: float = 0.9,
         action_cost: float = 1.0,
+        action_bound: float = math.inf,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ) -> DiffLQR:
@@ -180,7 +159,7 @@ class DiffLQR:
         B = H / math.sqrt(n)
         Q = torch.eye(n, dtype=torch.float64)
         R = cost * torch.eye(m, dtype=torch.float64)
-        return cls(A, B, Q, R, x0_std, horizon, dtype=dtype, device=device)
+        return cls(A, B, Q, R, x0_std, horizon, action_bound=action_bound, dtype=dtype, device=device)
 
     def _matrices(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         key = (like.dtype, like.device)
@@ -198,9 +177,12 @@ class DiffLQR:
         return (self.x0_std * noise).to(self.dtype)
 
     def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(x', r, terminated) = (A x + B u, −(xᵀQx + uᵀRu), False) for every row; [N, n], [N], [N] bool."""
+        """(x', r, terminated) = (A x + B u, −(xᵀQx + uᵀRu), False) for every row; [N, n], [N], [N] bool
+        (u clipped to [−action_bound, action_bound] first when the bound is finite)."""
         state = _check_state(state, self.state_dim, "DiffLQR")
         action = _check_action(action, state, self.action_dim, "DiffLQR")
+        if math.isfinite(self.action_bound):
+            action = action.clamp(-self.action_bound, self.action_bound)
         A, B, Q, R = self._matrices(state)
         reward = -((state @ Q) * state).sum(-1) - ((action @ R) * action).sum(-1)
         next_state = state @ A.T + action @ B.T
@@ -243,9 +225,7 @@ class DiffLQR:
                 f"DiffLQR.expected_return: K must be a floating tensor of shape "
                 f"{(self.action_dim, self.state_dim)}, got {K!r:.60}"
             )
-        gamma = _real("gamma", gamma, low=0.0)
-        if gamma > 1.0:
-            raise ConfigError(f"gamma must be in [0, 1], got {gamma}")
+        gamma = self._check_gamma(gamma)
         sigma2 = _real("action_std", action_std, low=0.0) ** 2
         T = self.horizon if horizon is None else _int("horizon", horizon, 1)
         A, B, Q, R = self._matrices(K)
@@ -257,3 +237,87 @@ class DiffLQR:
             c = sigma2 * torch.trace(R) + gamma * (sigma2 * torch.trace(B.T @ P @ B) + c)
             P = step_cost + gamma * A_K.T @ P @ A_K
         return -(self.x0_std**2 * torch.trace(P) + c)
+
+    # -- optimal control (references) ----------------------------------------------------------------------
+    def _check_gamma(self, gamma: float) -> float:
+        gamma = _real("gamma", gamma, low=0.0)
+        if gamma > 1.0:
+            raise ConfigError(f"gamma must be in [0, 1], got {gamma}")
+        return gamma
+
+    def riccati_gains(self, gamma: float = 1.0, horizon: int | None = None) -> tuple[Tensor, Tensor]:
+        """The finite-horizon optimal controller u_t = −K_t x_t by the backward Riccati recursion (module
+        docstring); float64.
+
+        Args:
+            gamma: discount γ ∈ [0, 1].
+            horizon: T, defaults to ``self.horizon``.
+
+        Returns:
+            (K [T, m, n] with K[t] the gain at step t, P_0 [n, n]); the optimal return from x_0 is
+            −x_0ᵀ P_0 x_0.
+        """
+        gamma = self._check_gamma(gamma)
+        T = self.horizon if horizon is None else _int("horizon", horizon, 1)
+        A, B, Q, R = self.A, self.B, self.Q, self.R
+        P = torch.zeros_like(Q)
+        gains = []
+        for _ in range(T):
+            K = gamma * torch.linalg.solve(R + gamma * B.T @ P @ B, B.T @ P @ A)
+            A_K = A - B @ K
+            P = Q + K.T @ R @ K + gamma * A_K.T @ P @ A_K
+            P = 0.5 * (P + P.T)
+            gains.append(K)
+        return torch.stack(gains[::-1]), P
+
+    def optimal_return(
+        self, gamma: float = 1.0, action_std: float = 0.0, horizon: int | None = None
+    ) -> float:
+        """E[Σ_{t<T} γᵗ r_t] under the time-varying optimal gains of :meth:`riccati_gains` (plus exploration
+        noise σ = ``action_std``): the best any policy u_t = π_t(x_t) + σε_t can do. Same recursion as
+        :meth:`expected_return` with K_t in place of K."""
+        gains, _ = self.riccati_gains(gamma, horizon)
+        gamma = self._check_gamma(gamma)
+        sigma2 = _real("action_std", action_std, low=0.0) ** 2
+        A, B, Q, R = self.A, self.B, self.Q, self.R
+        P, c = torch.zeros_like(Q), 0.0
+        for K in gains.flip(0):
+            c = sigma2 * torch.trace(R).item() + gamma * (sigma2 * torch.trace(B.T @ P @ B).item() + c)
+            A_K = A - B @ K
+            P = Q + K.T @ R @ K + gamma * A_K.T @ P @ A_K
+        return -(self.x0_std**2 * torch.trace(P).item() + c)
+
+    def optimal_gain(self, gamma: float = 1.0) -> Tensor:
+        """The stationary infinite-horizon optimal gain K* [m, n] (float64) of the γ-discounted problem, from
+        the discrete algebraic Riccati equation (`discounted_riccati_gain`). With γ = 1 it needs a
+        stabilisable (A, B) (any A with spectral radius < 1 is); ``ConfigError`` if the iteration diverges."""
+        return discounted_riccati_gain(self.A, self.B, self.Q, self.R, self._check_gamma(gamma), "DiffLQR")
+
+
+def discounted_riccati_gain(
+    A: Tensor,
+    B: Tensor,
+    Q: Tensor,
+    R: Tensor,
+    gamma: float,
+    name: str,
+    tol: float = 1e-13,
+    max_iterations: int = 100_000,
+) -> Tensor:
+    """The optimal stationary gain K* of the γ-discounted LQR (x' = Ax + Bu, cost xᵀQx + uᵀRu), by iterating
+    P ← Q + KᵀRK + γ A_Kᵀ P A_K with K = γ(R + γBᵀPB)⁻¹BᵀPA and A_K = A − BK to convergence (independent of
+    exploration noise). ``ConfigError`` naming ``name`` if the iteration does not converge."""
+    P = Q.clone()
+    for _ in range(max_iterations):
+        K = gamma * torch.linalg.solve(R + gamma * B.T @ P @ B, B.T @ P @ A)
+        A_K = A - B @ K
+        new = Q + K.T @ R @ K + gamma * A_K.T @ P @ A_K
+        if not torch.isfinite(new).all():
+            break
+        if (new - P).abs().max() <= tol * max(1.0, P.abs().max().item()):
+            P = new
+            return gamma * torch.linalg.solve(R + gamma * B.T @ P @ B, B.T @ P @ A)
+        P = new
+    raise ConfigError(
+        f"optimal gain of '{name}': the Riccati iteration did not converge (is (A, B) stabilisable?)"
+    )
