@@ -8,22 +8,19 @@ from typing import Any
 
 from pgrad.algorithms import get_algorithm
 from pgrad.envs.base import EnvFactory
-from pgrad.errors import ConfigError
-from pgrad.run.config import RunConfig
-from pgrad.run.evaluate import Agent, evaluate_policy, load_policy
+from pgrad.errors import ConfigError, did_you_mean
+from pgrad.run.config import RESUMABLE_OPTIONS, RunConfig
+from pgrad.run.evaluate import Agent, evaluate_policy, load_policy, resolve_checkpoint
 from pgrad.run.trainer import Trainer, read_run_file
 
 RUN_OPTIONS = {f.name for f in dataclasses.fields(RunConfig)}
 
 
-def _replace(config: Any, options: dict[str, Any], what: str) -> Any:
-    names = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(options) - names)
+def _unknown(options: dict[str, Any], known: set[str], what: str) -> None:
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown {what} option(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})"
-        )
-    return dataclasses.replace(config, **options)
+        hints = "; ".join(f"'{name}'{did_you_mean(name, known)}" for name in unknown)
+        raise ConfigError(f"unknown {what} option(s): {hints}; see help({what}) or `pgrad train ... --help`")
 
 
 def train(
@@ -36,15 +33,18 @@ def train(
     """Train `algorithm` on `env` (a Gymnasium id or a callable returning an env).
 
     `options` mixes run options (total_steps, seed, run_dir, eval_every, … see `RunConfig`) and the
-    algorithm's own (see its `Config`). Returns a summary: run_dir, global_step, wall_time, final eval.
+    algorithm's own (see its `Config`). Returns a summary: run_dir, global_step, wall_time, final eval,
+    best_return. Ctrl-C writes a checkpoint and raises `pgrad.errors.Interrupted` (continue with `resume`).
 
     Example: `pgrad.train("reinforce", "CartPole-v1", total_steps=200_000, seed=1, baseline="value")`.
     """
     cls = get_algorithm(algorithm)
+    algo_names = {f.name for f in dataclasses.fields(cls.Config)}
+    _unknown(options, RUN_OPTIONS | algo_names, cls.name)
     run_options = {k: v for k, v in options.items() if k in RUN_OPTIONS}
     algo_options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
-    run = _replace(RunConfig(env=env if isinstance(env, str) else "callable"), run_options, "run")
-    config = _replace(cls.Config(), algo_options, f"{cls.name}")
+    run = dataclasses.replace(RunConfig(env=env if isinstance(env, str) else "callable"), **run_options)
+    config = dataclasses.replace(cls.Config(), **algo_options)
     return Trainer(cls, config, run, env=env, env_kwargs=env_kwargs).run()
 
 
@@ -53,7 +53,11 @@ def resume(
 ) -> dict[str, Any]:
     """Continue a run from its latest checkpoint, optionally to a new `total_steps`.
 
-    A run trained on a callable env needs the same callable again as `env`.
+    `run_options` may change how the run is watched, never what it learns: the options in
+    `pgrad.run.config.RESUMABLE_OPTIONS` (evaluation, logging and checkpoint cadence, threads, progress).
+    Resumed with its original budget, a run continues its schedules; given a new budget, annealed schedules
+    continue from their current value (a note says so). A run trained on a callable env needs the same
+    callable again as `env`.
     """
     saved = read_run_file(run_dir)
     cls = get_algorithm(saved["algorithm"])
@@ -61,8 +65,15 @@ def resume(
         raise ConfigError(
             f"{run_dir} was trained on a Python callable env; pass it again: resume(..., env=...)"
         )
-    config = _replace(cls.Config(), _tuples(saved["config"], cls.Config), cls.name)
-    run = _replace(RunConfig(), saved["run"], "run")
+    fixed = sorted(set(run_options) & (RUN_OPTIONS - set(RESUMABLE_OPTIONS)))
+    if fixed:
+        raise ConfigError(
+            f"{', '.join(fixed)} cannot change when a run resumes (they decide what it learns); "
+            f"options that can: {', '.join(RESUMABLE_OPTIONS)}"
+        )
+    _unknown(run_options, set(RESUMABLE_OPTIONS), "resume")
+    config = dataclasses.replace(cls.Config(), **_tuples(saved["config"], cls.Config))
+    run = dataclasses.replace(RunConfig(), **saved["run"])
     run = dataclasses.replace(run, run_dir=str(run_dir), **run_options)
     if total_steps is not None:
         run = dataclasses.replace(run, total_steps=total_steps)
@@ -75,9 +86,11 @@ def _tuples(values: dict[str, Any], config_cls: type) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(getattr(defaults, k, None), tuple) else v for k, v in values.items()}
 
 
-def load(run_dir: str | Path) -> Agent:
-    """The policy of a run's latest checkpoint, as an `Agent` with `act(obs, deterministic=...)`."""
-    return load_policy(run_dir)
+def load(run_dir: str | Path, checkpoint: str | int = "latest") -> Agent:
+    """A run's policy as an `Agent` with `act(obs, deterministic=...)`: its latest checkpoint, its best-
+    evaluated one (`checkpoint="best"`), the one at a step (`checkpoint=40960`), or a checkpoint folder
+    given as `run_dir` (`runs/x/checkpoints/step_000000040960`)."""
+    return load_policy(run_dir, checkpoint)
 
 
 def evaluate(
@@ -87,11 +100,14 @@ def evaluate(
     deterministic: bool = True,
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    checkpoint: str | int = "latest",
 ) -> dict[str, Any]:
-    """Mean and std of the return over `episodes` episodes (env defaults to the one the run trained on)."""
+    """Mean and std of the return over `episodes` episodes (env defaults to the one the run trained on).
+
+    `agent` is an `Agent` or a run folder / checkpoint folder (with `checkpoint` as in `load`)."""
     if not isinstance(agent, Agent):
-        run_dir = agent
-        agent = load(run_dir)
+        run_dir, _ = resolve_checkpoint(agent, checkpoint)
+        agent = load(agent, checkpoint)
         saved = read_run_file(run_dir)
         if env is None and not saved.get("env_is_id", True):
             raise ConfigError(

@@ -1,13 +1,14 @@
 """Command line: `pgrad train|eval|resume|list`. Flags come from the dataclass configs through tyro.
 
     pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
-    pgrad eval DIR --episodes K [--deterministic]
-    pgrad resume DIR [--total-steps N]
+    pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
+    pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
     pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims
 
 Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
-and exits with status 2, without a traceback.
+and exits with status 2, without a traceback (`--debug` anywhere on the line shows it). Ctrl-C or SIGTERM
+during training writes a checkpoint, says how to continue and exits with 130 / 143.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import io
 import json
 import re
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Generic, TypeVar
@@ -25,19 +28,19 @@ from typing import Annotated, Generic, TypeVar
 import torch
 import tyro
 
-from pgrad.errors import ConfigError, PgradError
+from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did_you_mean
 from pgrad.run.config import RunConfig
 
 C = TypeVar("C")
 USAGE = """usage: pgrad {train,eval,resume,list} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
-  pgrad eval DIR --episodes K [--deterministic]
-  pgrad resume DIR [--total-steps N]
+  pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
+  pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
   pgrad lab list | STUDY | claims  the gradient lab: estimators against the exact gradient
 
-`pgrad train ALGO --help` lists an algorithm's flags."""
+`pgrad train ALGO --help` lists an algorithm's flags; --debug shows the full traceback of any error."""
 
 
 @dataclasses.dataclass
@@ -50,7 +53,7 @@ class TrainArgs(Generic[C]):
 
 @dataclasses.dataclass
 class EvalArgs:
-    """Evaluate a run's latest checkpoint; prints one JSON line."""
+    """Evaluate a run's policy; prints one JSON line."""
 
     episodes: int = 10
     """Number of episodes."""
@@ -60,16 +63,42 @@ class EvalArgs:
     """Seed of the evaluation envs."""
     env: str | None = None
     """Env id to evaluate on (default: the run's)."""
+    checkpoint: str = "latest"
+    """Which checkpoint: latest, best (the best-evaluated) or a step number; DIR may also be a checkpoint
+    folder (DIR/checkpoints/step_N)."""
 
 
 @dataclasses.dataclass
 class ResumeArgs:
-    """Continue a run from its latest checkpoint."""
+    """Continue a run from its latest checkpoint. Only options that do not change what is learned can be
+    given (unset: the run's own)."""
 
     total_steps: int | None = None
-    """New step budget (default: the run's)."""
+    """New step budget (default: the run's). Annealed schedules continue from their current value."""
+    eval_every: int | None = None
+    """Evaluate every this many env steps."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation."""
+    eval_deterministic: bool | None = None
+    """Evaluate the distribution's mode (True) or sample actions (False)."""
+    eval_max_steps: int | None = None
+    """Cut evaluation episodes of an env without a time limit after this many steps."""
+    target_return: float | None = None
+    """Stop early once an evaluation reaches this."""
+    checkpoint_every: int | None = None
+    """Checkpoint every this many env steps."""
+    checkpoint_minutes: float | None = None
+    """Checkpoint every this many minutes of wall time."""
+    keep_checkpoints: int | None = None
+    """How many recent checkpoints to keep."""
+    log_every: int | None = None
+    """Write a metrics record at least every this many env steps."""
+    threads: int | None = None
+    """torch CPU threads."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool | None = None
+    """Also write TensorBoard scalars (True / False)."""
 
 
 def _parse(cls, args: Sequence[str], prog: str, default=None):
@@ -90,8 +119,17 @@ def _parse(cls, args: Sequence[str], prog: str, default=None):
             raise
         raise ConfigError(f"{_one_line(captured.getvalue())} (see `{prog} --help`)") from None
     if unknown:
-        raise ConfigError(f"unknown option(s) {' '.join(unknown)} for `{prog}` (see `{prog} --help`)")
+        known = [f"--{f.name.replace('_', '-')}" for f in _flag_fields(cls, default)]
+        hints = "; ".join(f"{u}{did_you_mean(u.split('=')[0], known)}" for u in unknown)
+        raise ConfigError(f"unknown option(s) {hints} for `{prog}` (see `{prog} --help`)")
     return parsed
+
+
+def _flag_fields(cls, default) -> list[dataclasses.Field]:
+    """The dataclass fields behind a command's flags (TrainArgs nests the run and algorithm configs)."""
+    if default is not None and isinstance(default, TrainArgs):
+        return [*dataclasses.fields(default.run), *dataclasses.fields(default.algo)]
+    return list(dataclasses.fields(cls))
 
 
 def _one_line(text: str) -> str:
@@ -157,7 +195,12 @@ def cmd_eval(argv: Sequence[str]) -> int:
     run_dir, rest = _run_dir_and_rest(argv, "eval")
     args = _parse(EvalArgs, rest, "pgrad eval DIR")
     result = evaluate(
-        run_dir, env=args.env, episodes=args.episodes, deterministic=args.deterministic, seed=args.seed
+        run_dir,
+        env=args.env,
+        episodes=args.episodes,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
     )
     print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "episodes")}))
     return 0
@@ -168,7 +211,8 @@ def cmd_resume(argv: Sequence[str]) -> int:
 
     run_dir, rest = _run_dir_and_rest(argv, "resume")
     args = _parse(ResumeArgs, rest, "pgrad resume DIR")
-    summary = resume(run_dir, total_steps=args.total_steps, progress=args.progress)
+    options = {k: v for k, v in dataclasses.asdict(args).items() if v is not None and k != "total_steps"}
+    summary = resume(run_dir, total_steps=args.total_steps, **options)
     print(json.dumps(_summary_line(summary)))
     return 0
 
@@ -240,20 +284,49 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "resume": cmd_resume, "list": 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line: show the full traceback of any error
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    warnings.showwarning = _show_warning
     command, rest = argv[0], argv[1:]
     try:
         if command not in COMMANDS:
-            raise ConfigError(f"unknown command '{command}' (commands: {', '.join(COMMANDS)})")
+            hint = did_you_mean(command, COMMANDS)
+            raise ConfigError(f"unknown command '{command}'{hint} (commands: {', '.join(COMMANDS)})")
         return COMMANDS[command](rest)
+    except Interrupted as exc:
+        print(f"pgrad: {exc}", file=sys.stderr)
+        return exc.exit_code
     except PgradError as exc:
+        if debug:
+            raise
         print(f"pgrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("pgrad: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an unexpected failure: one line, the traceback with --debug
+        if debug:
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(
+            f"pgrad: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"(at {Path(where.filename).name}:{where.lineno}; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """pgrad's own warnings as one `pgrad: warning:` line; others as Python prints them."""
+    if issubclass(category, PgradWarning):
+        print(f"pgrad: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Exceptions pgrad raises on bad input; each message is one line naming the thing and the place."""
 
+import difflib
+
 
 class PgradError(Exception):
     """Base class: the CLI prints these as one line and exits non-zero, without a traceback."""
@@ -15,3 +17,23 @@ class EnvError(PgradError):
 
 class CheckpointError(PgradError):
     """A checkpoint file is missing, truncated, corrupted or of the wrong kind."""
+
+
+class Interrupted(PgradError):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after writing a checkpoint at an iteration boundary.
+
+    `exit_code` is what a shell expects after that signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PgradWarning(UserWarning):
+    """Something that may be a mistake but does not stop a run (e.g. an env without a time limit)."""
+
+
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean X?)' for the closest of the `known` names, or '' when none is close."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

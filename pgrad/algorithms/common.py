@@ -153,9 +153,44 @@ def fit_value(
     return total / max(count, 1)
 
 
-def fraction_left(global_step: int, total_steps: int) -> float:
-    """1 at the start of the run, → 0 at total_steps: the factor of every linear annealing schedule."""
-    return max(0.0, 1.0 - global_step / max(total_steps, 1))
+class LinearDecay:
+    """The factor of every linear annealing schedule: 1 at the start of the run, → 0 at the step budget.
+
+        fraction(step) = f₀ · max(0, 1 − (step − s₀) / (T − s₀))        (f₀ = 1, s₀ = 0 for a new run)
+
+    `extend(step, T')` (a resumed run given a new budget) continues from the current value f(step) down to 0
+    at T', so the schedule never jumps. Its state is saved in checkpoints.
+    """
+
+    def __init__(self, total_steps: int):
+        self.start_step, self.start_fraction, self.end_step = 0, 1.0, int(total_steps)
+
+    def fraction(self, step: int) -> float:
+        left = 1.0 - (step - self.start_step) / max(self.end_step - self.start_step, 1)
+        return self.start_fraction * max(0.0, left)
+
+    def extend(self, step: int, total_steps: int) -> None:
+        self.start_fraction, self.start_step, self.end_step = self.fraction(step), step, int(total_steps)
+
+    def state_dict(self) -> dict[str, float]:
+        return {
+            "start_step": self.start_step,
+            "start_fraction": self.start_fraction,
+            "end_step": self.end_step,
+        }
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.start_step = int(state["start_step"])
+        self.start_fraction = float(state["start_fraction"])
+        self.end_step = int(state["end_step"])
+
+
+def extension_note(schedule: LinearDecay, step: int, what: str) -> str:
+    """What extending a run does to an annealed `what` (for `Algorithm.extend_budget`)."""
+    fraction = schedule.fraction(step)
+    if fraction == 0.0:
+        return f"{what} had annealed to 0 and stays there: the extra steps will not change the policy"
+    return f"{what} continue from {fraction:.3g}× their initial value down to 0 at the new budget"
 
 
 def anneal_lr(optimizer: torch.optim.Optimizer, fraction: float) -> float:

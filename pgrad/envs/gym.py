@@ -7,15 +7,23 @@ acts on next) and `final_obs` (the true s_{t+1} of every transition, equal to `n
 did not end). A transition therefore never pairs a terminal observation with a reset observation, and
 V(final observation) is at hand to bootstrap a truncated episode.
 
-Every step is checked: the 5-tuple contract of `Env.step` and finite observations and rewards. A broken
-step raises `EnvError` naming the env id, the sub-env index, the global step and the field, before anything
-downstream (and so before any parameter update) sees the values.
+Every reset and step is checked, sub-env by sub-env before Gymnasium batches the values (`pgrad.envs.checks`
+says what is accepted): an exception raised by the env, the (obs, info) / 5-tuple contract, observations of
+the space's shape (Box) or in its range (Discrete) with a numeric dtype, real scalar rewards, bool flags, and
+then, on the batch, finite observations and rewards. Any failure raises a one-line `EnvError`
+
+    env '<label>', sub-env <i>, global step <g>: <what was wrong>
+
+before anything downstream (and so before any parameter update) sees the values. `<g>` is the global step
+the failing step would have reached (the steps taken so far for a failure in `reset`); an exception the env
+raised is the `EnvError`'s `__cause__`, and only the first line of its message is quoted.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -25,8 +33,25 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from pgrad.envs.base import EnvFactory, EpisodeStats, StepResult, env_label
+from pgrad.envs.checks import (
+    FLAGS,
+    NUMERIC_KINDS,
+    REAL_SCALARS,
+    SubEnvFault,
+    checked_flag,
+    checked_reward,
+    describe,
+    observation_checker,
+    raised,
+)
 from pgrad.envs.spaces import ACTION_SPACES, check_spaces, obs_dim, obs_to_tensor
 from pgrad.errors import EnvError
+
+FIVE_TUPLE = "5-tuple (obs, reward, terminated, truncated, info) of Gymnasium >= 0.26"
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
 
 
 def _make_one(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -52,37 +77,64 @@ def _make_one(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
     return made
 
 
-class _StepContract(gym.Wrapper):
-    """Checks that `step` returns Gymnasium's (obs, reward, terminated, truncated, info) 5-tuple."""
+class _Contract(gym.Wrapper):
+    """Sub-env `index` of a `GymVecEnv`, its every reset and step checked against Gymnasium's contract.
 
-    def __init__(self, env: gym.Env, label: str, index: int):
+    Runs on the sub-env's raw return values, before `SyncVectorEnv` batches them (see `pgrad.envs.checks`):
+    an exception from the env, a result that is not (obs, info) / (obs, reward, terminated, truncated, info),
+    or a malformed value raises `SubEnvFault`, which `GymVecEnv` turns into a one-line `EnvError`.
+    """
+
+    def __init__(self, env: gym.Env, index: int):
         super().__init__(env)
-        self._where = f"env '{label}', sub-env {index}"
-        self.local_step = 0
+        self.index = index
+        self._check_obs = observation_checker(env.observation_space)
+        self._shape = env.observation_space.shape if isinstance(env.observation_space, spaces.Box) else None
 
     def step(self, action):
-        self.local_step += 1
+        index = self.index
         try:
             result = self.env.step(action)
-        except ValueError as exc:
-            # Gymnasium's own wrappers unpack the inner env's result first; a 4-tuple surfaces here.
-            if "values to unpack (expected 5" in str(exc):
-                raise EnvError(
-                    f"{self._where}, episode step {self.local_step}: step() must return the 5-tuple "
-                    f"(obs, reward, terminated, truncated, info) of Gymnasium >= 0.26 ({exc})"
-                ) from None
+        except EnvError:
             raise
-        if not isinstance(result, tuple) or len(result) != 5:
-            got = f"a {len(result)}-tuple" if isinstance(result, tuple) else type(result).__name__
-            raise EnvError(
-                f"{self._where}, episode step {self.local_step}: step() returned {got}; expected the 5-tuple "
-                "(obs, reward, terminated, truncated, info) of Gymnasium >= 0.26"
-            )
-        return result
+        except Exception as exc:
+            # Gymnasium's own wrappers unpack the inner env's result first; a 4-tuple surfaces here.
+            unpack = re.search(r"values to unpack \(expected 5, got (\d+)", str(exc))
+            if isinstance(exc, ValueError) and unpack:
+                got = f"a {unpack.group(1)}-tuple"
+                raise SubEnvFault(index, f"step() must return the {FIVE_TUPLE}, got {got}") from exc
+            raise SubEnvFault(index, raised("step()", exc)) from exc
+        if type(result) is not tuple or len(result) != 5:
+            got = f"a {len(result)}-tuple" if isinstance(result, tuple) else describe(result)
+            raise SubEnvFault(index, f"step() must return the {FIVE_TUPLE}, got {got}")
+        obs, reward, terminated, truncated, info = result
+        # Fast paths inline (this runs for every sub-env at every step); the slow paths check in full.
+        if not (type(obs) is np.ndarray and obs.shape == self._shape and obs.dtype.kind in NUMERIC_KINDS):
+            obs = self._check_obs(obs, index, "observation")
+        if type(reward) not in REAL_SCALARS:
+            reward = checked_reward(reward, index)
+        if type(terminated) not in FLAGS:
+            terminated = checked_flag("terminated", terminated, index)
+        if type(truncated) not in FLAGS:
+            truncated = checked_flag("truncated", truncated, index)
+        if type(info) is not dict and not isinstance(info, dict):
+            raise SubEnvFault(index, f"info from step() must be a dict, got {describe(info)}")
+        return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs):
-        self.local_step = 0
-        return super().reset(**kwargs)
+        index = self.index
+        try:
+            result = self.env.reset(**kwargs)
+        except EnvError:
+            raise
+        except Exception as exc:
+            raise SubEnvFault(index, raised("reset()", exc)) from exc
+        if type(result) is not tuple or len(result) != 2:
+            raise SubEnvFault(index, f"reset() must return the 2-tuple (obs, info), got {describe(result)}")
+        obs, info = result
+        if not isinstance(info, dict):
+            raise SubEnvFault(index, f"info from reset() must be a dict, got {describe(info)}")
+        return self._check_obs(obs, index, "observation after reset"), info
 
 
 class GymVecEnv:
@@ -96,7 +148,8 @@ class GymVecEnv:
         action_spaces: space types the algorithm supports.
         device: where returned tensors live.
         dtype: floating dtype of observations and rewards.
-        check_finite: raise on NaN/inf observations or rewards (cheap: one vectorised test a step).
+        check_finite: raise on NaN/inf observations or rewards (cheap: one vectorised test a step). The
+            contract checks of every reset and step (`pgrad.envs.checks`) always run.
     """
 
     def __init__(
@@ -132,7 +185,7 @@ class GymVecEnv:
         self.obs_dim = obs_dim(self.single_observation_space)
 
         def factory(index: int) -> EnvFactory:
-            return lambda: _StepContract(_make_one(env, kwargs), self.label, index)
+            return lambda: _Contract(_make_one(env, kwargs), index)
 
         self._envs = SyncVectorEnv(
             [factory(i) for i in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
@@ -154,28 +207,61 @@ class GymVecEnv:
         return array.astype(space.dtype).reshape(self.num_envs, *space.shape)
 
     # -- checks ---------------------------------------------------------------------------------------------
+    def _where(self, index: int | None, global_step: int) -> str:
+        sub_env = "" if index is None else f", sub-env {index}"
+        return f"env '{self.label}'{sub_env}, global step {global_step}"
+
     def _check(self, field: str, values: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Every row of the batch `values` finite (rows[k] names the sub-env of row k when given)."""
         values = np.asarray(values)
-        if not np.issubdtype(values.dtype, np.number):
-            raise EnvError(
-                f"env '{self.label}', global step {self.global_step}: {field} has dtype {values.dtype}"
-            )
+        if values.dtype.kind not in NUMERIC_KINDS:  # cannot happen after the per-sub-env checks
+            raise EnvError(f"{self._where(None, self.global_step)}: {field} has dtype {values.dtype}")
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if bad.any():
             index = int(np.flatnonzero(bad)[0]) if rows is None else int(rows[np.flatnonzero(bad)[0]])
             raise EnvError(
-                f"env '{self.label}', sub-env {index}, global step {self.global_step}: {field} is not finite "
+                f"{self._where(index, self.global_step)}: {field} is not finite "
                 f"({np.asarray(values[bad][0]).ravel()[:8].tolist()})"
             )
 
+    def _run(self, call: Callable[[], Any], global_step: int) -> Any:
+        """`call()` (a reset or step of the vector env), any failure raised as one line naming the place."""
+        try:
+            return call()
+        except SubEnvFault as fault:
+            # The sub-env's own exception (if it raised one) stays the __cause__, for a full traceback.
+            raise EnvError(f"{self._where(fault.index, global_step)}: {fault.what}") from fault.__cause__
+        except EnvError:
+            raise
+        except Exception as exc:  # in Gymnasium's batching, which the per-sub-env checks should forestall
+            raise EnvError(f"{self._where(None, global_step)}: {raised('the vector env', exc)}") from exc
+
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int] | None:
+        """One seed per sub-env: derived from an int seed, or given; None lets every sub-env draw its own."""
+        if seed is None:
+            return None
+        if _is_seed(seed):
+            return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(self.num_envs)]
+        if (
+            isinstance(seed, Sequence | np.ndarray)
+            and not isinstance(seed, str)
+            and len(seed) == self.num_envs
+            and all(_is_seed(s) for s in seed)
+        ):
+            return [int(s) for s in seed]
+        raise EnvError(
+            f"env '{self.label}': reset seed must be a non-negative integer or a sequence of {self.num_envs} "
+            f"of them (one per sub-env), got {describe(seed)}"
+        )
+
     # -- API ------------------------------------------------------------------------------------------------
     def reset(self, seed: int | Sequence[int] | None = None) -> torch.Tensor:
-        """Reset every sub-env; an int seeds sub-env i with a seed derived from (seed, i)."""
-        if isinstance(seed, int):
-            seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(self.num_envs)]
-        else:
-            seeds = None if seed is None else [int(s) for s in seed]
-        obs, _ = self._envs.reset(seed=seeds)
+        """Reset every sub-env; an int seeds sub-env i with a seed derived from (seed, i).
+
+        A seed is None, a non-negative int, or a sequence of `num_envs` of them (anything else: `EnvError`;
+        a negative seed is refused rather than mapped, since Gymnasium refuses it too)."""
+        seeds = self._seeds(seed)
+        obs, _ = self._run(lambda: self._envs.reset(seed=seeds), self.global_step)
         if self.check_finite:
             self._check("observation after reset", obs)
         self._episode_return[:] = 0.0
@@ -187,10 +273,11 @@ class GymVecEnv:
         """Step every sub-env with `actions` ([N] indices or [N, A] vectors, already in the action space)."""
         if not self._started:
             raise EnvError(f"env '{self.label}': step() called before reset()")
-        try:
-            obs, reward, terminated, truncated, info = self._envs.step(self._action_array(actions))
-        except EnvError as exc:
-            raise EnvError(f"{exc} [global step {self.global_step}]") from None
+        array = self._action_array(actions)
+        # Errors name the global step this step reaches (as the finiteness checks below do).
+        obs, reward, terminated, truncated, info = self._run(
+            lambda: self._envs.step(array), self.global_step + self.num_envs
+        )
         self.global_step += self.num_envs
         if self.check_finite:
             self._check("reward", reward)

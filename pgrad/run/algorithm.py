@@ -58,6 +58,12 @@ class Algorithm:
         self.device = device
         self.total_steps = total_steps  # the run's budget, for schedules such as learning-rate annealing
 
+    def extend_budget(self, step: int, total_steps: int) -> str | None:
+        """The run's step budget changes at `step` (a resume with another --total-steps). Algorithms with
+        schedules over the budget adapt them here and return a one-line note of what happens to them."""
+        self.total_steps = total_steps
+        return None
+
     def on_resume(self, iteration: int) -> None:
         """Called after `load_state_dict` when a run resumes at `iteration` (e.g. to restart env episodes)."""
 

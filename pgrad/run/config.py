@@ -78,7 +78,7 @@ class RunConfig:
     total_steps: int = 100_000
     """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
     seed: int = 0
-    """Run seed: derives python, numpy, torch and every env seed."""
+    """Run seed (>= 0): derives python, numpy, torch and every env seed."""
     backend: Literal["gymnasium", "native"] = "gymnasium"
     """Training envs: Gymnasium's or pgrad's batched torch twin (CartPole-v1); evaluation uses Gymnasium's."""
     run_dir: str | None = None
@@ -91,8 +91,12 @@ class RunConfig:
     """Stop early once an evaluation's mean return reaches this (None: train for total_steps)."""
     eval_deterministic: bool = True
     """Evaluate the distribution's mode rather than sampled actions."""
+    eval_max_steps: int = 10_000
+    """Cut an evaluation episode after this many steps when the env has no time limit of its own."""
     checkpoint_every: int = 50_000
-    """Write a checkpoint every this many env steps (one is always written at the end)."""
+    """Write a checkpoint every this many env steps (one is always written at the end and on Ctrl-C)."""
+    checkpoint_minutes: float = 5.0
+    """Also write a checkpoint once this many minutes of wall time have passed since the last (0: never)."""
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep."""
     log_every: int = 1000
@@ -111,10 +115,33 @@ class RunConfig:
 def check_run_config(run: RunConfig) -> None:
     """One-line errors for invalid run options (types first, then ranges)."""
     check_field_types(run, "run")
-    for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
+    for name in ("total_steps", "seed", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
         if getattr(run, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
     if run.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {run.threads}")
+    if not run.checkpoint_minutes >= 0:
+        raise ConfigError(f"--checkpoint-minutes must be >= 0, got {run.checkpoint_minutes}")
+    if run.eval_max_steps < 1:
+        raise ConfigError(f"--eval-max-steps must be >= 1, got {run.eval_max_steps}")
     if run.keep_checkpoints < 1:
         raise ConfigError(f"--keep-checkpoints must be >= 1, got {run.keep_checkpoints}")
+
+
+# Run options `pgrad resume` may change: they decide when to evaluate, log and checkpoint, and how fast the
+# loop runs, never what is learned. Everything else comes from the run's run.json.
+RESUMABLE_OPTIONS = (
+    "total_steps",
+    "eval_every",
+    "eval_episodes",
+    "eval_deterministic",
+    "eval_max_steps",
+    "target_return",
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "keep_checkpoints",
+    "log_every",
+    "threads",
+    "progress",
+    "tensorboard",
+)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -12,9 +14,9 @@ from gymnasium import spaces
 from pgrad.envs.base import EnvFactory
 from pgrad.envs.gym import GymVecEnv
 from pgrad.envs.spaces import obs_to_tensor, space_from_dict
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, ConfigError, EnvError
 from pgrad.policies.networks import Policy
-from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
+from pgrad.run.checkpoint import LATEST, META_FILE, latest_checkpoint, load_checkpoint, validate_state
 
 
 class Agent:
@@ -47,22 +49,63 @@ class Agent:
         return action.cpu().numpy() if as_numpy else action
 
 
-def load_policy(run_dir: str | Path) -> Agent:
-    """The policy of a run's latest checkpoint, as an `Agent` with `act(obs, deterministic=...)`.
+def resolve_checkpoint(path: str | Path, checkpoint: str | int = "latest") -> tuple[Path, Path]:
+    """(run folder, checkpoint folder) for a run folder and `checkpoint` ("latest", "best" or a step), or for
+    a checkpoint folder given directly (``DIR/checkpoints/step_N`` or ``DIR/checkpoints/best``)."""
+    path = Path(path)
+    if (path / META_FILE).exists():  # a step folder itself
+        root = path.parent.parent if path.parent.name == "best" else path.parent
+        return root.parent, path
+    if (path / LATEST).exists() and path.name in ("checkpoints", "best"):  # a checkpoints (or best) folder
+        root = path.parent if path.name == "checkpoints" else path.parent.parent
+        return root.parent, latest_checkpoint(path)
+    checkpoints = path / "checkpoints"
+    if checkpoint == "latest":
+        return path, latest_checkpoint(checkpoints)
+    if checkpoint == "best":
+        if not (checkpoints / "best" / LATEST).exists():
+            raise CheckpointError(f"{checkpoints / 'best'}: no best checkpoint (no evaluation has run yet)")
+        return path, latest_checkpoint(checkpoints / "best")
+    step = int(checkpoint) if str(checkpoint).isdigit() else None
+    if step is None:
+        raise ConfigError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}")
+    folder = checkpoints / f"step_{step:012d}"
+    if not folder.is_dir():
+        kept = sorted(int(p.name[5:]) for p in checkpoints.glob("step_*") if p.name[5:].isdigit())
+        raise CheckpointError(f"{folder}: no checkpoint at step {step:,} (kept: {', '.join(map(str, kept))})")
+    return path, folder
 
-    The one loader of a saved policy: `pgrad.load`, GRPO's reference and init policies and IS-PG's behaviour
-    policy all use it. Building the network does not touch the global torch RNG (training stays reproducible).
+
+def load_policy(run_dir: str | Path, checkpoint: str | int = "latest") -> Agent:
+    """The policy of one of a run's checkpoints, as an `Agent` with `act(obs, deterministic=...)`.
+
+    `run_dir` is a run folder (then `checkpoint` picks "latest", "best" or a step number) or a checkpoint
+    folder (``DIR/checkpoints/step_N``). The one loader of a saved policy: `pgrad.load`, GRPO's reference
+    and init policies and IS-PG's behaviour policy all use it. Building the network does not touch the
+    global torch RNG (training stays reproducible).
     """
-    state, step = load_checkpoint(latest_checkpoint(Path(run_dir) / "checkpoints"))
-    info = state["policy"]
+    root, folder = resolve_checkpoint(run_dir, checkpoint)
+    state, step = load_checkpoint(folder)
+    info = state.get("policy") if isinstance(state, dict) else None
+    if not isinstance(info, dict):
+        raise CheckpointError(
+            f"{folder / META_FILE}: /policy is missing (not a checkpoint of a training run)"
+        )
     with torch.random.fork_rng(devices=[]):
         policy = Policy.from_spec(info["spec"])
+    validate_state(policy.state_dict(), info["weights"], folder, prefix="/policy/weights")
     policy.load_state_dict(info["weights"])
     return Agent(
         policy,
         space_from_dict(info["observation_space"]),
         space_from_dict(info["action_space"]),
-        {"algorithm": info["algorithm"], "env": info["env"], "global_step": step, "run_dir": str(run_dir)},
+        {
+            "algorithm": info["algorithm"],
+            "env": info["env"],
+            "global_step": step,
+            "run_dir": str(root),
+            "checkpoint": str(folder),
+        },
     )
 
 
@@ -74,8 +117,14 @@ def evaluate_policy(
     seed: int = 0,
     num_envs: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    max_episode_steps: int = 10_000,
+    on_episode: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` whole episodes on new envs; returns mean/std/all returns and lengths.
+
+    An env without a time limit of its own has its episodes cut after `max_episode_steps` steps (the
+    return so far counts; `cut_episodes` says how many); an env with one is never cut. `on_episode(k)` is
+    called as the k-th counted episode finishes (for a progress display). Sub-envs step in one batch.
 
     Sub-env i runs exactly its share of the episodes (the first ones it finishes), so short episodes are not
     over-represented. Stochastic evaluation draws from a forked torch RNG: training randomness is untouched.
@@ -86,9 +135,14 @@ def evaluate_policy(
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     param = next(policy.parameters())
-    envs = GymVecEnv(
-        env, num_envs, algorithm="evaluate", env_kwargs=env_kwargs, device=param.device, dtype=param.dtype
-    )
+    options = {"algorithm": "evaluate", "device": param.device, "dtype": param.dtype}
+    envs = GymVecEnv(env, num_envs, env_kwargs=env_kwargs, **options)
+    cap = None
+    if envs.max_episode_steps is None:  # no time limit of its own: rebuild it with one
+        envs.close()
+        cap = max_episode_steps
+        env, env_kwargs = _time_limited(env, dict(env_kwargs or {}), cap)
+        envs = GymVecEnv(env, num_envs, env_kwargs=env_kwargs, **options)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     lengths: list[list[int]] = [[] for _ in range(num_envs)]
     was_training = policy.training
@@ -96,7 +150,6 @@ def evaluate_policy(
     try:
         with torch.random.fork_rng(devices=[]):
             obs = envs.reset(seed=seed)
-            steps = 0
             while any(len(returns[i]) < quota[i] for i in range(num_envs)):
                 with torch.inference_mode():
                     dist = policy.distribution(obs)
@@ -108,12 +161,9 @@ def evaluate_policy(
                     if len(returns[i]) < quota[i]:
                         returns[i].append(float(ret))
                         lengths[i].append(int(length))
+                        if on_episode is not None:
+                            on_episode(sum(len(r) for r in returns))
                 obs = step.next_obs
-                steps += 1
-                if steps > 1_000_000:
-                    raise EnvError(
-                        f"env '{envs.label}': evaluation episode longer than 1e6 steps; add a time limit"
-                    )
     finally:
         envs.close()
         policy.train(was_training)
@@ -125,4 +175,17 @@ def evaluate_policy(
         "episodes": len(flat),
         "mean_length": float(flat_lengths.mean()),
         "returns": flat.tolist(),
+        "cut_episodes": int((flat_lengths >= cap).sum()) if cap is not None else 0,
     }
+
+
+def _time_limited(env: str | EnvFactory, env_kwargs: dict[str, Any], cap: int):
+    """(env, env_kwargs) that build `env` with a time limit of `cap` steps (Gymnasium's TimeLimit)."""
+    if isinstance(env, str):
+        return env, {**env_kwargs, "max_episode_steps": cap}
+
+    def limited(**kwargs: Any) -> gym.Env:
+        return gym.wrappers.TimeLimit(env(**kwargs), max_episode_steps=cap)
+
+    limited.__qualname__ = getattr(env, "__qualname__", type(env).__name__)  # keeps the env's label
+    return limited, env_kwargs

@@ -1,18 +1,22 @@
 """The training loop every algorithm shares: seeding, iterations, metrics, evaluation, checkpoints, resume.
 
-A run lives in one folder:
+A run lives in one folder (one writer at a time: see `pgrad.run.folder`):
     run.json            algorithm, run options and algorithm config (what `pgrad resume` rebuilds from)
-    metrics.jsonl       one JSON record per iteration (plus evaluation fields when one ran)
+    metrics.jsonl       one JSON record per log interval (plus evaluation fields when one ran)
     tb/                 TensorBoard scalars (same names as metrics.jsonl)
-    checkpoints/        safetensors + JSON, written atomically (see pgrad.run.checkpoint)
+    checkpoints/        safetensors + JSON, written atomically (see pgrad.run.checkpoint): the newest few
+                        (every --checkpoint-every steps, every --checkpoint-minutes, at the end and on
+                        Ctrl-C/SIGTERM) and best/, the best-evaluated one
     learning_curve.png  train and eval return against env steps
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
+import sys
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,16 +27,27 @@ import torch
 from pgrad.envs.base import EnvFactory, env_label
 from pgrad.envs.make import make_env
 from pgrad.envs.spaces import space_to_dict
-from pgrad.errors import ConfigError
+from pgrad.errors import ConfigError, Interrupted, PgradWarning
 from pgrad.run.algorithm import Algorithm
-from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, read_json, save_checkpoint
+from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pgrad.run.config import RunConfig, check_field_types, check_run_config
 from pgrad.run.evaluate import evaluate_policy
+from pgrad.run.folder import RunLock, check_run_dir, read_run_file, write_run_file
+from pgrad.run.interrupts import StopRequest
 from pgrad.run.logger import MetricsLogger, truncate_metrics
 from pgrad.run.plots import plot_learning_curve
 from pgrad.run.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
-RUN_FILE = "run.json"
+__all__ = ["Trainer", "read_run_file"]
+
+# May be missing from, or extra in, a checkpoint: CUDA RNG states (saved only where CUDA was available;
+# set_rng_state ignores them elsewhere) and counters that checkpoints of earlier versions lack.
+RESUME_OPTIONAL = (
+    "/rng/tensors/rng/cuda*",
+    "/trainer/best_return",
+    "/trainer/total_steps",
+    "/algorithm/schedule",
+)
 
 
 def _progress(enabled: bool, total: int, label: str):
@@ -53,7 +68,11 @@ def _progress(enabled: bool, total: int, label: str):
 
 class Trainer:
     """Builds the envs and the algorithm, runs iterations until the step budget is spent, logs, evaluates
-    and checkpoints. `Trainer(...).run()` is what `pgrad.train` and `pgrad resume` call."""
+    and checkpoints. `Trainer(...).run()` is what `pgrad.train` and `pgrad resume` call.
+
+    The run folder is checked before anything is built, created only once the envs and the algorithm built
+    without error, and locked for this process from then until `run()` (or `close()`) returns.
+    """
 
     def __init__(
         self,
@@ -77,11 +96,7 @@ class Trainer:
         default_dir = f"runs/{self.cls.name}-{self.label.replace(':', '_').replace('/', '_')}-s{run.seed}"
         self.run_dir = Path(run.run_dir or f"{default_dir}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.checkpoints = self.run_dir / "checkpoints"
-        if not resume and (self.checkpoints / "latest.json").exists():
-            raise ConfigError(
-                f"{self.run_dir} already holds a run; continue it with `pgrad resume {self.run_dir}` "
-                "or choose another --run-dir"
-            )
+        check_run_dir(self.run_dir, resume)
         seed_everything(run.seed)
         self.envs = make_env(
             self.env,
@@ -92,22 +107,44 @@ class Trainer:
             action_spaces=self.cls.action_spaces,
             device=self.device,
         )
+        if self.envs.max_episode_steps is None:
+            warnings.warn(
+                f"env '{self.label}' has no time limit: an episode may never end; evaluation cuts its "
+                f"episodes at --eval-max-steps {run.eval_max_steps:,} (give the env a TimeLimit / "
+                "max_episode_steps)",
+                PgradWarning,
+                stacklevel=3,
+            )
         self.algo = algorithm(algo_config, self.envs, run.seed, self.device, run.total_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)  # only once envs and algorithm built without error
-        self.iteration = 0
-        self.wall_time = 0.0
-        self.eval_index = 0
-        self.next_eval = run.eval_every if run.eval_every > 0 else None
-        self.next_checkpoint = run.checkpoint_every if run.checkpoint_every > 0 else None
-        self.recent_returns: deque[float] = deque(maxlen=100)
-        if resume:
-            self._restore()
-        else:
-            self._write_run_file()
+        self.lock = RunLock(self.run_dir)
+        self.lock.acquire()
+        try:
+            if not resume:
+                check_run_dir(self.run_dir, resume=False, locked_by_us=True)  # again, now that we hold it
+            self.iteration = 0
+            self.wall_time = 0.0
+            self.eval_index = 0
+            self.best_return = -math.inf
+            self.next_eval = run.eval_every if run.eval_every > 0 else None
+            self.next_checkpoint = run.checkpoint_every if run.checkpoint_every > 0 else None
+            self.recent_returns: deque[float] = deque(maxlen=100)
+            if resume:
+                self._restore()
+            else:
+                write_run_file(self.run_dir, self._run_file())
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the envs and release the run folder (idempotent; `run()` does it when it returns)."""
+        self.envs.close()
+        self.lock.release()
 
     # -- persistence ----------------------------------------------------------------------------------------
-    def _write_run_file(self) -> None:
-        payload = {
+    def _run_file(self) -> dict[str, Any]:
+        return {
             "algorithm": self.cls.name,
             "env": self.label,
             "env_is_id": isinstance(self.env, str),
@@ -115,15 +152,6 @@ class Trainer:
             "run": dataclasses.asdict(self.run_config),
             "config": dataclasses.asdict(self.algo_config),
         }
-        try:
-            text = json.dumps(payload, indent=1)
-        except TypeError as exc:
-            raise ConfigError(
-                f"run options must be JSON-serialisable to be saved in {RUN_FILE}: {exc}"
-            ) from None
-        tmp = self.run_dir / f".{RUN_FILE}.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.run_dir / RUN_FILE)
 
     def _state(self) -> dict[str, Any]:
         rng_meta, rng_tensors = rng_state()
@@ -132,9 +160,11 @@ class Trainer:
             "rng": {"meta": rng_meta, "tensors": rng_tensors},
             "trainer": {
                 "global_step": self.envs.global_step,
+                "total_steps": self.run_config.total_steps,
                 "iteration": self.iteration,
                 "wall_time": self.wall_time,
                 "eval_index": self.eval_index,
+                "best_return": self.best_return,
                 "next_eval": self.next_eval,
                 "next_checkpoint": self.next_checkpoint,
                 "recent_returns": list(self.recent_returns),
@@ -149,13 +179,20 @@ class Trainer:
             },
         }
 
-    def save(self) -> Path:
+    def save(self, best: bool = False) -> Path:
+        """Checkpoint the run (into checkpoints/best/ when `best`, keeping only that one)."""
+        self._last_save = time.monotonic()
+        if best:
+            return save_checkpoint(self.checkpoints / "best", self.envs.global_step, self._state(), keep=1)
         return save_checkpoint(
             self.checkpoints, self.envs.global_step, self._state(), keep=self.run_config.keep_checkpoints
         )
 
     def _restore(self) -> None:
-        state, step = load_checkpoint(latest_checkpoint(self.checkpoints))
+        # Validate every tensor's name, shape and dtype against what this freshly built trainer would save.
+        state, step = load_checkpoint(
+            latest_checkpoint(self.checkpoints), expected=self._state(), optional=RESUME_OPTIONAL
+        )
         self.algo.load_state_dict(state["algorithm"])
         set_rng_state(state["rng"]["meta"], state["rng"]["tensors"])
         t = state["trainer"]
@@ -163,14 +200,29 @@ class Trainer:
         self.iteration = int(t["iteration"])
         self.wall_time = float(t["wall_time"])
         self.eval_index = int(t["eval_index"])
+        self.best_return = float(t.get("best_return", -math.inf))
         self.next_eval = t["next_eval"]
         self.next_checkpoint = t["next_checkpoint"]
         self.recent_returns.extend(t["recent_returns"])
+        total = self.run_config.total_steps
+        if step >= total:
+            raise ConfigError(
+                f"{self.run_dir} is already at {step:,} env steps, and --total-steps {total:,} is not more: "
+                f"nothing to train (ask for more than {step:,})"
+            )
+        planned = int(t.get("total_steps", total))
+        if planned != total:
+            note = self.algo.extend_budget(step, total)
+            print(
+                f"pgrad: {self.run_dir}: budget {planned:,} → {total:,} env steps at step {step:,}"
+                + (f"; {note}" if note else ""),
+                file=sys.stderr,
+            )
         self.algo.on_resume(self.iteration)
         truncate_metrics(self.run_dir, step)
 
     # -- loop -----------------------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, on_episode=None) -> dict[str, Any]:
         run = self.run_config
         result = evaluate_policy(
             self.algo.policy,
@@ -179,11 +231,13 @@ class Trainer:
             deterministic=run.eval_deterministic,
             seed=derive_seed(run.seed, "eval", self.eval_index),
             env_kwargs=self.env_kwargs,
+            max_episode_steps=run.eval_max_steps,
+            on_episode=on_episode,
         )
         self.eval_index += 1
         return result
 
-    def _iteration(self) -> dict[str, float]:
+    def _iteration(self) -> dict[str, Any]:
         """One algorithm iteration: its episodes join the open log interval; returns its metrics."""
         start = time.perf_counter()
         result = self.algo.iteration(self.iteration)
@@ -194,7 +248,7 @@ class Trainer:
         self._lengths.extend(result.episode_lengths.tolist())
         return result.metrics
 
-    def _record(self, metrics: dict[str, float]) -> dict[str, Any]:
+    def _record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """The metrics record closing the current log interval (episode statistics over the interval)."""
         step = self.envs.global_step
         seconds = self.wall_time - self._interval_time
@@ -214,40 +268,63 @@ class Trainer:
         self._interval_step, self._interval_time = step, self.wall_time
         return record
 
-    def _evaluate_into(self, record: dict[str, Any]) -> dict[str, Any]:
-        result = self.evaluate()
+    def _evaluate_into(self, record: dict[str, Any], progress, task) -> dict[str, Any]:
+        """Evaluate (shown in the progress bar), add the result to `record`, keep the best checkpoint."""
+        description = progress.tasks[task].description
+        total = self.run_config.eval_episodes
+
+        def shown(done: int) -> None:
+            progress.update(task, description=f"{description} · evaluating {done}/{total}")
+
+        shown(0)
+        result = self.evaluate(on_episode=shown)
+        progress.update(task, description=description)
         result["global_step"] = record["global_step"]
         record["eval/mean_return"] = result["mean_return"]
         record["eval/std_return"] = result["std_return"]
+        if result.get("cut_episodes"):
+            record["eval/cut_episodes"] = result["cut_episodes"]
+        if result["mean_return"] > self.best_return:
+            self.best_return = result["mean_return"]
+            self.save(best=True)
         return result
 
     def run(self) -> dict[str, Any]:
-        """Train until `total_steps` (or `target_return`); returns a summary with the final evaluation."""
+        """Train until `total_steps` (or `target_return`); returns a summary with the final evaluation.
+
+        SIGINT/SIGTERM: the current iteration finishes, a checkpoint is written, and `Interrupted` is raised
+        with how to continue; a second signal stops at once.
+        """
         run = self.run_config
         logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
         progress, task = _progress(run.progress, run.total_steps, f"{self.cls.name} {self.label}")
         last_eval: dict[str, Any] | None = None
         saved_at = -1
         reached = False
+        self._last_save = time.monotonic()
         try:
-            with progress:
+            with progress, StopRequest() as stop:
                 progress.update(task, completed=min(self.envs.global_step, run.total_steps))
                 self._returns, self._lengths = [], []
                 self._interval_step, self._interval_time = self.envs.global_step, self.wall_time
-                while self.envs.global_step < run.total_steps and not reached:
+                while self.envs.global_step < run.total_steps and not reached and stop.signal is None:
                     metrics = self._iteration()
                     step = self.envs.global_step
                     evaluate = self.next_eval is not None and step >= self.next_eval and run.eval_episodes > 0
-                    checkpoint = self.next_checkpoint is not None and step >= self.next_checkpoint
+                    checkpoint = (self.next_checkpoint is not None and step >= self.next_checkpoint) or (
+                        run.checkpoint_minutes > 0
+                        and time.monotonic() - self._last_save >= 60 * run.checkpoint_minutes
+                    )
                     if (
                         evaluate
                         or checkpoint
+                        or stop.signal is not None
                         or step >= run.total_steps
                         or step - self._interval_step >= run.log_every
                     ):
                         record = self._record(metrics)
                         if evaluate:
-                            last_eval = self._evaluate_into(record)
+                            last_eval = self._evaluate_into(record, progress, task)
                             while self.next_eval <= step:
                                 self.next_eval += run.eval_every
                             reached = (
@@ -261,18 +338,26 @@ class Trainer:
                     if checkpoint:
                         self.save()
                         saved_at = step
-                        while self.next_checkpoint <= step:
+                        while self.next_checkpoint is not None and self.next_checkpoint <= step:
                             self.next_checkpoint += run.checkpoint_every
                 step = self.envs.global_step
+                if stop.signal is not None:
+                    if saved_at != step:
+                        self.save()
+                    raise Interrupted(
+                        f"{stop.signal.name}: stopped at step {step:,} with a checkpoint in "
+                        f"{self.checkpoints}; continue with `pgrad resume {self.run_dir}`",
+                        stop.exit_code,
+                    )
                 if run.eval_episodes > 0 and (last_eval is None or last_eval["global_step"] != step):
                     record = {"global_step": step}
-                    last_eval = self._evaluate_into(record)
+                    last_eval = self._evaluate_into(record, progress, task)
                     logger.log(record)
                 if saved_at != step:
                     self.save()
         finally:
             logger.close()
-            self.envs.close()
+            self.close()
         plot_learning_curve(self.run_dir)
         return {
             "run_dir": str(self.run_dir),
@@ -281,13 +366,5 @@ class Trainer:
             "wall_time": self.wall_time,
             "target_reached": reached,
             "eval": last_eval,
+            "best_return": self.best_return if math.isfinite(self.best_return) else None,
         }
-
-
-def read_run_file(run_dir: str | Path) -> dict[str, Any]:
-    """The run.json of a run folder, with a one-line error when it is missing or corrupted."""
-    path = Path(run_dir) / RUN_FILE
-    data = read_json(path)
-    if not isinstance(data, dict) or "algorithm" not in data:
-        raise ConfigError(f"{path}: not a pgrad run file")
-    return data

@@ -251,7 +251,7 @@ def test_checkpoint_holds_the_reference_and_resume_is_exact(tmp_path):
         load_checkpoint(latest_checkpoint(Path(tmp_path / d) / "checkpoints")) for d in ("a", "b")
     )
     assert step_a == step_b
-    assert set(a["algorithm"]) == {"policy", "optimizer", "reference"}
+    assert set(a["algorithm"]) == {"policy", "optimizer", "reference", "schedule"}
     for key in ("policy", "reference"):
         for name, tensor in a["algorithm"][key].items():
             torch.testing.assert_close(b["algorithm"][key][name], tensor, rtol=0, atol=0)

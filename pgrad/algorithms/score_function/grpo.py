@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from pgrad.algorithms.common import (
+    LinearDecay,
     NetworkConfig,
     accumulate,
     anneal_lr,
@@ -47,7 +48,7 @@ from pgrad.algorithms.common import (
     check_run_option,
     check_unit_interval,
     clip_and_step,
-    fraction_left,
+    extension_note,
     make_policy,
     mean_metrics,
     policy_from_run,
@@ -161,6 +162,7 @@ class GRPO(Algorithm):
             self.reference.requires_grad_(False).eval()
         self.optimizer = make_optimizer(config.optimizer, self.policy.named_parameters(), config.lr)
         self.length_constant = float(config.length_constant or envs.max_episode_steps or 1)
+        self.schedule = LinearDecay(total_steps)  # --anneal-lr
 
     # -- what GRPO and RLOO differ in -----------------------------------------------------------------------
     def advantages(self, outcomes_GK: Tensor) -> Tensor:
@@ -183,7 +185,7 @@ class GRPO(Algorithm):
     def iteration(self, index: int) -> IterationResult:
         config = self.config
         if config.anneal_lr:
-            anneal_lr(self.optimizer, fraction_left(self.envs.global_step, self.total_steps))
+            anneal_lr(self.optimizer, self.schedule.fraction(self.envs.global_step))
         rollout = self.collect(index)
         mask = rollout.mask
         outcomes_N, lengths_N = episode_outcomes(rollout.rewards, mask, config.gamma)
@@ -259,7 +261,11 @@ class GRPO(Algorithm):
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+        }
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
         return state
@@ -267,5 +273,12 @@ class GRPO(Algorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "schedule" in state:  # checkpoints before schedules were saved: the budget's linear decay
+            self.schedule.load_state_dict(state["schedule"])
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
+
+    def extend_budget(self, step: int, total_steps: int) -> str | None:
+        self.total_steps = total_steps
+        self.schedule.extend(step, total_steps)
+        return extension_note(self.schedule, step, "learning rate") if self.config.anneal_lr else None

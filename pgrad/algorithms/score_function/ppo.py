@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from pgrad.algorithms.common import (
+    LinearDecay,
     NetworkConfig,
     accumulate,
     anneal_lr,
@@ -38,7 +39,7 @@ from pgrad.algorithms.common import (
     check_positive,
     check_unit_interval,
     clip_and_step,
-    fraction_left,
+    extension_note,
     gae_batch,
     make_policy,
     make_value,
@@ -147,12 +148,13 @@ class PPO(Algorithm):
         )
         self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
         self.kl_beta = config.kl_beta
+        self.schedule = LinearDecay(total_steps)  # --anneal-lr / --anneal-clip
         self.batch_steps = config.num_envs * config.num_steps
 
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
-        left = fraction_left(self.envs.global_step, self.total_steps)
+        left = self.schedule.fraction(self.envs.global_step)
         lr = anneal_lr(self.optimizer, left if config.anneal_lr else 1.0)
         clip = config.clip_coef * left if config.anneal_clip else config.clip_coef
         clip = max(clip, 1e-8)
@@ -256,6 +258,7 @@ class PPO(Algorithm):
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "kl_beta": self.kl_beta,
+            "schedule": self.schedule.state_dict(),
         }
         if self.reward_scaler is not None:
             state["reward_scaler"] = self.reward_scaler.state_dict()
@@ -265,8 +268,16 @@ class PPO(Algorithm):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_beta = float(state["kl_beta"])
+        if "schedule" in state:  # checkpoints before schedules were saved: the budget's linear decay
+            self.schedule.load_state_dict(state["schedule"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+    def extend_budget(self, step: int, total_steps: int) -> str | None:
+        self.total_steps = total_steps
+        note = self.config.anneal_lr or self.config.anneal_clip
+        self.schedule.extend(step, total_steps)
+        return extension_note(self.schedule, step, "learning rate and clip range") if note else None
 
     def on_resume(self, iteration: int) -> None:
         # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes.
