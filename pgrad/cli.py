@@ -241,6 +241,8 @@ class ClaimsArgs:
 
     out: str = "lab"
     """Folder for claims.md."""
+    seeds: int = 5
+    """Run every claim on seeds 0 … SEEDS−1 and report on how many it holds ("holds on k/SEEDS")."""
 
 
 def cmd_lab(argv: Sequence[str]) -> int:
@@ -258,7 +260,9 @@ def cmd_lab(argv: Sequence[str]) -> int:
     name, rest = argv[0], argv[1:]
     if name == "claims":
         args = _parse(ClaimsArgs, rest, "pgrad lab claims")
-        table = claims_table(run_claims())
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+        table = claims_table(run_claims(seeds=range(args.seeds)))
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "claims.md").write_text("# Claims of the references, measured\n\n" + table + "\n")
         print(table)

@@ -1,25 +1,41 @@
-"""The references' claims about policy-gradient estimators, each measured and given a verdict.
+"""The references' claims about policy-gradient estimators, measured on several seeds, each with a verdict.
 
-Every claim runs with fixed seeds, so its figures are reproducible to the last digit. Estimators that are
-compared draw the same episodes (the same generator state per estimate), which makes variance comparisons
-paired. "Unbiased" means the bias z-score of `pgrad.lab.measure` is below 2.576 (99%); "biased" means it is
-above. `pgrad lab claims` prints the table; tests/lab/test_claims.py asserts every verdict.
+A claim is a function of a seed: the seed makes its problem (random MDP and policy, LQR system, logits of a
+categorical, ...), its critics' errors and all its samples, so one seed is one random instance of the claim
+and its figures are reproducible to the last digit. `run_claims` runs every claim on every seed (0 … 4 by
+default) and a claim's verdict is "holds on k/n seeds". Within a claim, estimators that are compared draw
+the same episodes (the same generator state per estimate), which makes variance comparisons paired.
+
+"Unbiased" means that the calibrated bias test of `pgrad.lab.measure` (a scaled-χ² / F test of E ĝ = ∇J)
+does not reject; "biased" that it rejects. The tests of one claim share a family-wise level of 1%
+(Bonferroni: each of its k bias tests runs at α = 0.01 / k), so an unbiased estimator fails a claim on at
+most 1% of the seeds by chance. Each unbiased verdict comes with its 99% upper bound on the relative bias
+‖E ĝ − ∇J‖ / ‖∇J‖ (what the claim's number of estimates can resolve), each biased one with its 99% lower
+bound. Every check of a claim can fail: tests/lab/test_claims.py substitutes a wrong input for each (a
+biased estimator, a larger critic error, a finite-difference routine that evaluates more than it reports,
+...) and shows the claim's verdict turns false. Costs are counted by a counter around the evaluated
+function, never taken from the estimator's own report.
+
+`pgrad lab claims` prints the table; tests/lab/test_claims.py asserts every verdict on seed 0.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 
 from pgrad.envs.diff import ContactToy
-from pgrad.lab.measure import Z_99, Measurement, loglog_slope, measure
+from pgrad.estimators import finite_difference_gradient
+from pgrad.lab.measure import ALPHA, Measurement, loglog_slope, measure
 from pgrad.lab.pathwise import (
     bptt_estimator,
     contact_bptt,
-    contact_expected_return,
+    contact_bptt_per_rollout,
+    contact_returns,
     diff_lqr_problem,
     dpg_estimator,
     dpg_problem,
@@ -35,196 +51,285 @@ from pgrad.lab.score_function import (
     optimal_constant_baseline,
 )
 
+DEFAULT_SEEDS = range(5)
+Z_99 = 2.5758  # two-sided 99% normal quantile (for means of thousands of i.i.d. returns)
+
 
 @dataclass
 class Claim:
+    """One claim measured on one seed: its figure and the named checks that make up its verdict."""
+
     number: int
     text: str
     figure: str
-    holds: bool
+    checks: dict[str, bool]
+    seed: int = 0
+    unbiased_bound: float | None = None
+    """Largest 99% upper bound on ‖E ĝ − ∇J‖ / ‖∇J‖ among the estimators the claim calls unbiased."""
+    biased_bound: float | None = None
+    """Smallest 99% lower bound on ‖E ĝ − ∇J‖ / ‖∇J‖ among the estimators the claim calls biased."""
+    seconds: float = 0.0
+    """Wall time of the run (set by `run_claims`)."""
+
+    @property
+    def holds(self) -> bool:
+        """Every check passed."""
+        return all(self.checks.values())
+
+    @property
+    def failed(self) -> list[str]:
+        """The names of the checks that did not pass."""
+        return [name for name, ok in self.checks.items() if not ok]
 
 
-def _m(problem, name: str, est, budget: int = 100, estimates: int = 300) -> Measurement:
-    return measure(name, est, problem.exact, budget, estimates, seed=0)
+@dataclass
+class ClaimVerdict:
+    """One claim over several seeds."""
+
+    number: int
+    text: str
+    runs: list[Claim] = field(default_factory=list)
+
+    @property
+    def holds_on(self) -> int:
+        """On how many seeds every check passed."""
+        return sum(run.holds for run in self.runs)
+
+    @property
+    def seeds(self) -> int:
+        """On how many seeds the claim ran."""
+        return len(self.runs)
+
+    @property
+    def seconds(self) -> float:
+        """Total wall time over the seeds."""
+        return sum(run.seconds for run in self.runs)
+
+    @property
+    def holds(self) -> bool:
+        """The claim held on every seed."""
+        return self.holds_on == self.seeds
+
+    @property
+    def verdict(self) -> str:
+        """'holds on k/n', with the seeds and checks that failed."""
+        text = f"holds on {self.holds_on}/{self.seeds}"
+        failures = [f"seed {run.seed}: {', '.join(run.failed)}" for run in self.runs if not run.holds]
+        return text + (f" (fails on {'; '.join(failures)})" if failures else "")
+
+    @property
+    def unbiased_bound(self) -> float | None:
+        """The worst (largest) upper bound on the relative bias of an 'unbiased' estimator over the seeds."""
+        bounds = [run.unbiased_bound for run in self.runs if run.unbiased_bound is not None]
+        return max(bounds) if bounds else None
+
+    @property
+    def biased_bound(self) -> float | None:
+        """The worst (smallest) lower bound on the relative bias of a 'biased' estimator over the seeds."""
+        bounds = [run.biased_bound for run in self.runs if run.biased_bound is not None]
+        return min(bounds) if bounds else None
 
 
-def claim_1_unbiased() -> Claim:
-    problem = make_problem("random", horizon=10)
-    ms = [_m(problem, "total", estimator(problem, "total"), budget=b, estimates=200) for b in (10, 100, 1000)]
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def sample_seed(seed: int) -> int:
+    """The seed of a claim's estimates (distinct from the problem seeds derived from the same claim seed)."""
+    return 1000 + seed
+
+
+def unbiased(m: Measurement, tests: int) -> bool:
+    """The bias test does not reject at the claim's Bonferroni level α / tests."""
+    return m.bias_p >= ALPHA / tests
+
+
+def biased(m: Measurement, tests: int) -> bool:
+    """The bias test rejects at the claim's Bonferroni level α / tests."""
+    return m.bias_p < ALPHA / tests
+
+
+def _p(m: Measurement) -> str:
+    return f"p {m.bias_p:.2g}" if m.bias_p >= 1e-3 else "p < 0.001"
+
+
+def _m(problem, name: str, est, seed: int, budget: int = 100, estimates: int = 300) -> Measurement:
+    return measure(name, est, problem.exact, budget, estimates, seed=sample_seed(seed))
+
+
+def _bounds(claim: Claim, unbiased_ms: Iterable[Measurement], biased_ms: Iterable[Measurement]) -> Claim:
+    highs = [m.bias_high for m in unbiased_ms]
+    lows = [m.bias_low for m in biased_ms]
+    claim.unbiased_bound = max(highs) if highs else None
+    claim.biased_bound = min(lows) if lows else None
+    return claim
+
+
+# -- the claims ---------------------------------------------------------------------------------------------
+
+
+def claim_1_unbiased(seed: int = 0) -> Claim:
+    """Naive (whole-return) score-function PG on a random MDP, B = 10, 100, 1000 episodes, 200 estimates."""
+    problem = make_problem("random", horizon=10, seed=seed)
+    ms = [
+        _m(problem, "total", estimator(problem, "total"), seed, budget=b, estimates=200)
+        for b in (10, 100, 1000)
+    ]
     slope = loglog_slope([m.budget for m in ms], [m.relative_bias for m in ms])
-    holds = all(m.bias_z < Z_99 for m in ms) and -0.8 < slope < -0.2
+    checks = {
+        "unbiased at B = 10, 100, 1000": all(unbiased(m, 3) for m in ms),
+        "‖ḡ − ∇J‖ ∝ B^s, −0.8 < s < −0.2": -0.8 < slope < -0.2,
+    }
     figure = (
-        "rel. bias "
+        "rel. error ‖ḡ − ∇J‖/‖∇J‖ "
         + " → ".join(f"{m.relative_bias:.3f}" for m in ms)
-        + f" at B = 10, 100, 1000 (slope {slope:.2f}); "
-        f"bias z = " + ", ".join(f"{m.bias_z:.2f}" for m in ms)
+        + f" at B = 10, 100, 1000 (slope {slope:.2f}); bias test "
+        + ", ".join(_p(m) for m in ms)
     )
-    return Claim(
-        1, "The score-function estimator is unbiased: its mean converges to ∇J like 1/√B", figure, holds
-    )
+    text = "The score-function estimator is unbiased: its mean converges to ∇J like 1/√B"
+    # Its bias does not depend on B (an average of B i.i.d. terms): the bound is the one at B = 1000.
+    return _bounds(Claim(1, text, figure, checks, seed), ms[-1:], [])
 
 
-def claim_2_reward_to_go() -> Claim:
-    problem = make_problem("random", horizon=10)
-    total = _m(problem, "total", estimator(problem, "total"))
-    rtg = _m(problem, "reward_to_go", estimator(problem, "reward_to_go"))
-    holds = rtg.bias_z < Z_99 and rtg.total_variance < total.total_variance
+def claim_2_reward_to_go(seed: int = 0) -> Claim:
+    """Whole return vs reward-to-go on the same episodes (300 estimates of 100 episodes)."""
+    problem = make_problem("random", horizon=10, seed=seed)
+    total = _m(problem, "total", estimator(problem, "total"), seed)
+    rtg = _m(problem, "reward_to_go", estimator(problem, "reward_to_go"), seed)
+    checks = {
+        "reward-to-go unbiased": unbiased(rtg, 1),
+        "tr Cov(reward-to-go) < tr Cov(whole return)": rtg.total_variance < total.total_variance,
+    }
     figure = (
         f"tr Cov: whole return {total.total_variance:.3f}, reward-to-go {rtg.total_variance:.3f}; "
-        f"z = {rtg.bias_z:.2f}"
+        f"bias test {_p(rtg)}"
     )
-    return Claim(2, "Reward-to-go keeps it unbiased and lowers the variance", figure, holds)
+    text = "Reward-to-go keeps it unbiased and lowers the variance"
+    return _bounds(Claim(2, text, figure, checks, seed), [rtg], [])
 
 
-def claim_3_baselines() -> Claim:
-    problem = make_problem("random", horizon=10)
-    none = _m(problem, "none", estimator(problem, "reward_to_go"))
-    mean = _m(problem, "mean", estimator(problem, "mean_baseline"))
-    good_v = _m(problem, "V (error 0.1)", estimator(problem, "value_baseline", error=0.1))
-    bad_v = _m(problem, "V (error 2.0)", estimator(problem, "value_baseline", error=2.0))
-    holds = (
-        all(m.bias_z < Z_99 for m in (mean, good_v, bad_v))
-        and mean.total_variance < none.total_variance
-        and good_v.total_variance < none.total_variance
+def claim_3_baselines(seed: int = 0) -> Claim:
+    """Reward-to-go minus the batch mean, a V with error 0.1 and a V with error 2.0, vs no baseline."""
+    problem = make_problem("random", horizon=10, seed=seed)
+    none = _m(problem, "none", estimator(problem, "reward_to_go"), seed)
+    mean = _m(problem, "mean", estimator(problem, "mean_baseline"), seed)
+    good_v = _m(
+        problem, "V (error 0.1)", estimator(problem, "value_baseline", error=0.1, error_seed=seed + 7), seed
     )
+    bad_v = _m(
+        problem, "V (error 2.0)", estimator(problem, "value_baseline", error=2.0, error_seed=seed + 7), seed
+    )
+    checks = {
+        "mean, V and badly wrong V baselines unbiased": all(unbiased(m, 3) for m in (mean, good_v, bad_v)),
+        "tr Cov(mean baseline) < tr Cov(none)": mean.total_variance < none.total_variance,
+        "tr Cov(learned V) < tr Cov(none)": good_v.total_variance < none.total_variance,
+    }
     figure = (
         f"tr Cov: none {none.total_variance:.3f}, mean {mean.total_variance:.3f}, "
-        f"learned V {good_v.total_variance:.3f}; z (mean, V, badly wrong V) = "
-        f"{mean.bias_z:.2f}, {good_v.bias_z:.2f}, {bad_v.bias_z:.2f}"
+        f"learned V {good_v.total_variance:.3f}; bias test (mean, V, badly wrong V) "
+        f"{_p(mean)}, {_p(good_v)}, {_p(bad_v)}"
     )
-    return Claim(
-        3,
-        "Any state-dependent baseline keeps it unbiased; mean and learned-V baselines lower the variance",
-        figure,
-        holds,
-    )
+    text = "Any state-dependent baseline keeps it unbiased; mean and learned-V baselines lower the variance"
+    return _bounds(Claim(3, text, figure, checks, seed), [mean, good_v, bad_v], [])
 
 
-def claim_4_optimal_baseline() -> Claim:
-    problem = make_problem("random", horizon=10)
-    best = optimal_constant_baseline(problem)
-    optimal = _m(problem, "optimal", estimator(problem, "optimal_baseline", baseline=best))
+def claim_4_optimal_baseline(seed: int = 0) -> Claim:
+    """The per-parameter optimal constant baseline (from an independent batch) vs constants 0 … 6 and J."""
+    problem = make_problem("random", horizon=10, seed=seed)
+    best = optimal_constant_baseline(problem, seed=seed + 123)
+    optimal = _m(problem, "optimal", estimator(problem, "optimal_baseline", baseline=best), seed)
     constants = [0.0, 1.0, 2.0, 3.0, 4.0, round(problem.J, 3), 5.0, 6.0]
-    others = [_m(problem, f"b = {c}", estimator(problem, "total", constant=c)) for c in constants]
+    others = [_m(problem, f"b = {c}", estimator(problem, "total", constant=c), seed) for c in constants]
     lowest = min(others, key=lambda m: m.total_variance)
-    holds = optimal.total_variance < lowest.total_variance
+    checks = {"tr Cov(optimal b) < tr Cov(every constant b)": optimal.total_variance < lowest.total_variance}
     figure = (
-        f"tr Cov: optimal per-parameter b {optimal.total_variance:.4f} < best constant "
+        f"tr Cov: optimal per-parameter b {optimal.total_variance:.4f} vs best constant "
         f"({lowest.estimator}) {lowest.total_variance:.4f}; b = 0 gives {others[0].total_variance:.3f}"
     )
-    return Claim(4, "The optimal baseline gives the lowest variance among constant baselines", figure, holds)
+    text = "The optimal baseline gives the lowest variance among constant baselines"
+    return Claim(4, text, figure, checks, seed)
 
 
-def claim_5_gae() -> Claim:
-    problem = make_problem("random", horizon=10)
+def claim_5_gae(seed: int = 0) -> Claim:
+    """GAE(λ) with a critic of error 0.15 at λ = 0, 0.5, 0.9, 1 on the same episodes."""
+    problem = make_problem("random", horizon=10, seed=seed)
     lams = (0.0, 0.5, 0.9, 1.0)
-    ms = [_m(problem, f"λ={lam}", estimator(problem, "gae", lam=lam, error=0.15)) for lam in lams]
+    ms = [
+        _m(problem, f"λ={lam}", estimator(problem, "gae", lam=lam, error=0.15, error_seed=seed + 7), seed)
+        for lam in lams
+    ]
     bias = [m.corrected_bias for m in ms]
     var = [m.total_variance for m in ms]
-    holds = (
-        ms[0].bias_z > Z_99
-        and ms[-1].bias_z < Z_99
-        and bias[0] > bias[1] >= bias[2]
-        and all(a < b for a, b in itertools.pairwise(var))
-    )
+    checks = {
+        "λ = 0 biased": biased(ms[0], 2),
+        "λ = 1 unbiased": unbiased(ms[-1], 2),
+        "bias falls as λ → 1": bias[0] > bias[1] >= bias[2],
+        "variance grows as λ → 1 (λ = 0, 0.5 < 0.9 < 1)": max(var[0], var[1]) < var[2] < var[3],
+    }
     figure = (
         "critic error 0.15; λ = 0, 0.5, 0.9, 1: noise-corrected rel. bias "
         + ", ".join(f"{b:.3f}" for b in bias)
-        + " (z "
-        + ", ".join(f"{m.bias_z:.1f}" for m in ms)
+        + " (bias test "
+        + ", ".join(_p(m) for m in ms)
         + "); tr Cov "
         + ", ".join(f"{v:.4f}" for v in var)
     )
-    return Claim(
-        5,
-        "With an imperfect V, GAE's λ trades bias for variance (bias grows, variance falls as λ → 0)",
-        figure,
-        holds,
+    text = (
+        "With an imperfect V, GAE's λ trades bias for variance (bias grows, variance falls as λ → 0; "
+        "below λ = 0.5 the variance is flat)"
     )
+    return _bounds(Claim(5, text, figure, checks, seed), [ms[-1]], [ms[0]])
 
 
-def claim_10_importance_sampling() -> Claim:
-    ratios, zs = {}, []
-    for horizon in (5, 10, 20):
-        problem = make_problem("random", horizon=horizon)
-        on = _m(problem, "on-policy", estimator(problem, "reward_to_go"))
-        off = _m(problem, "IS", off_policy_estimator(problem, 0.25))
-        ratios[f"H={horizon}"] = off.total_variance / on.total_variance
-        zs.append(off.bias_z)
-    problem = make_problem("random", horizon=10)
-    on = _m(problem, "on-policy", estimator(problem, "reward_to_go"))
-    for mismatch in (0.1, 0.5):
-        off = _m(problem, "IS", off_policy_estimator(problem, mismatch))
-        ratios[f"δ={mismatch}"] = off.total_variance / on.total_variance
-        zs.append(off.bias_z)
-    values = list(ratios.values())
-    holds = (
-        all(z < Z_99 for z in zs)
-        and values[0] < values[1] < values[2]
-        and values[3] < ratios["H=10"] < values[4]
-    )
-    figure = (
-        "Var(IS)/Var(on-policy): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-        + f" (δ = 0.25 unless given); max z = {max(zs):.2f}"
-    )
-    return Claim(
-        10,
-        "Importance-sampled off-policy estimates are unbiased; variance grows with horizon and mismatch",
-        figure,
-        holds,
-    )
-
-
-def claim_6_critic_bias() -> Claim:
-    problem, K, exact = dpg_problem()
-    errors = (0.0, 0.05, 0.1, 0.2)
-    ms = [measure(f"error {e}", dpg_estimator(problem, K, e), exact, 20, 200, seed=0) for e in errors]
-    bias = [m.corrected_bias for m in ms]
-    # Fitted Q networks: less data, larger critic error, larger bias.
-    fitted = [
-        measure(
-            f"fitted {n}", dpg_estimator(problem, K, critic=fitted_q_network(problem, K, n)), exact, 20, 100
-        )
-        for n in (200, 5000)
+def claim_6_critic_bias(seed: int = 0) -> Claim:
+    """DPG on a random LQR through critics with errors 0, 0.1, 0.2, 0.4 and a fitted Q network."""
+    problem, K, exact = dpg_problem(seed)
+    # Critic errors from 0.1 up: 200 estimates of 20 start states resolve a relative bias of ~0.1 (the
+    # exact critic's 99% upper bound), so an error of 0.05 would be below the resolution on some seeds.
+    errors = (0.0, 0.1, 0.2, 0.4)
+    s = sample_seed(seed)
+    ms = [
+        measure(f"error {e}", dpg_estimator(problem, K, e, seed=seed + 3), exact, 20, 200, seed=s)
+        for e in errors
     ]
-    holds = (
-        ms[0].bias_z < Z_99
-        and all(m.bias_z > Z_99 for m in ms[1:] + fitted)
-        and bias[1] < bias[2] < bias[3]
-        and fitted[0].corrected_bias > fitted[1].corrected_bias
-    )
+    bias = [m.corrected_bias for m in ms]
+    # A learned critic: a Q network regressed on 200 exact Q values around the policy.
+    critic = fitted_q_network(problem, K, 200, seed=seed + 5)
+    fitted = measure("fitted", dpg_estimator(problem, K, critic=critic), exact, 20, 100, seed=s)
+    checks = {
+        "exact critic unbiased": unbiased(ms[0], 5),
+        "critic errors 0.1, 0.2, 0.4 biased": all(biased(m, 5) for m in ms[1:]),
+        "bias grows with the critic error": bias[1] < bias[2] < bias[3],
+        "fitted Q network biased": biased(fitted, 5),
+    }
     figure = (
-        "DPG on LQR, critic error 0, 0.05, 0.1, 0.2 (relative, in P): noise-corrected rel. bias "
+        "DPG on LQR, critic error 0, 0.1, 0.2, 0.4 (relative, in P): noise-corrected rel. bias "
         + ", ".join(f"{b:.3f}" for b in bias)
-        + " (z "
-        + ", ".join(f"{m.bias_z:.1f}" for m in ms)
-        + f"); fitted Q network on 200 / 5000 samples: {fitted[0].corrected_bias:.2f} / "
-        f"{fitted[1].corrected_bias:.2f}"
+        + " (bias test "
+        + ", ".join(_p(m) for m in ms)
+        + f"); Q network fitted on 200 samples: {fitted.corrected_bias:.2f} ({_p(fitted)})"
     )
-    return Claim(
-        6,
-        "The pathwise estimate through a learned critic is biased, and the bias grows with its error",
-        figure,
-        holds,
-    )
+    text = "The pathwise estimate through a learned critic is biased, and the bias grows with its error"
+    return _bounds(Claim(6, text, figure, checks, seed), [ms[0]], [*ms[1:], fitted])
 
 
-def claim_7_differentiable_env() -> Claim:
-    env, K, sigma, exact = diff_lqr_problem()
-    bptt = measure("bptt", bptt_estimator(env, K, sigma, "bptt"), exact, 10, 200, seed=0)
-    score = measure("score", bptt_estimator(env, K, sigma, "score"), exact, 10, 200, seed=0)
-    # Contact toy, Heaviside reward (no action cost): BPTT is exactly 0; the true gradient (central
-    # differences of the expected return with common random numbers) is not.
+def claim_7_differentiable_env(seed: int = 0) -> Claim:
+    """BPTT vs the score function on a differentiable LQR; BPTT on Heaviside and stiff contact."""
+    env, K, sigma, exact = diff_lqr_problem(seed=seed)
+    s = sample_seed(seed)
+    bptt = measure("bptt", bptt_estimator(env, K, sigma, "bptt"), exact, 10, 200, seed=s)
+    score = measure("score", bptt_estimator(env, K, sigma, "score"), exact, 10, 200, seed=s)
+    # Contact toy, Heaviside reward (no action cost): BPTT is exactly 0, yet J changes with θ₀: the central
+    # difference (J(θ + 0.1e₀) − J(θ − 0.1e₀)) / 0.2 over rollouts with common random numbers, with its
+    # standard error from the paired per-rollout differences, is significantly non-zero.
     heavi = ContactToy(variant="heaviside", horizon=30, action_cost=0.0, dtype=torch.float64)
     theta = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    bptt_h = contact_bptt(heavi, theta, 0.5, 2000, gen)
+    bptt_h = contact_bptt(heavi, theta, 0.5, 2000, torch.Generator().manual_seed(s))
     e0 = torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64)
-    true_h = (
-        contact_expected_return(heavi, theta + e0, 0.5, 20000, 1)
-        - contact_expected_return(heavi, theta - e0, 0.5, 20000, 1)
+    diffs = (
+        contact_returns(heavi, theta + e0, 0.5, 20000, seed + 1)
+        - contact_returns(heavi, theta - e0, 0.5, 20000, seed + 1)
     ) / 0.2
+    slope, slope_se = float(diffs.mean()), float(diffs.std() / math.sqrt(diffs.numel()))
     # Smooth contact: the spread of BPTT estimates explodes with the horizon (repeated stiff contacts).
     spreads = []
     for horizon in (10, 40, 80):
@@ -232,78 +337,110 @@ def claim_7_differentiable_env() -> Claim:
             stiffness=3e4, dt=0.01, substeps=1, horizon=horizon, dtype=torch.float64, x_limit=None
         )
         push = torch.tensor([-5.0, 0.0, 0.0], dtype=torch.float64)
-        grads = torch.stack(
-            [contact_bptt(smooth, push, 0.1, 1, torch.Generator().manual_seed(i)) for i in range(64)]
-        )
+        grads = contact_bptt_per_rollout(smooth, push, 0.1, 64, torch.Generator().manual_seed(s + horizon))
         spreads.append(float(grads[:, 0].std()))
-    holds = (
-        bptt.total_variance < 0.1 * score.total_variance
-        and bptt.bias_z < Z_99
-        and float(bptt_h.abs().max()) == 0.0
-        and abs(float(true_h)) > 0.1
-        and spreads[0] < spreads[1] < spreads[2]
-        and spreads[2] > 100 * spreads[0]
-    )
+    checks = {
+        "LQR: BPTT unbiased": unbiased(bptt, 1),
+        "LQR: tr Cov(BPTT) < tr Cov(score function) / 5": bptt.total_variance < score.total_variance / 5,
+        "Heaviside: BPTT ∂/∂θ₀ = 0": float(bptt_h.abs().max()) == 0.0,
+        "Heaviside: J changes with θ₀ (99%)": abs(slope) > Z_99 * slope_se,
+        "stiff wall: std grows with H": spreads[0] < spreads[1] < spreads[2],
+        "stiff wall: std(H = 80) > 100 std(H = 10)": spreads[2] > 100 * spreads[0],
+    }
     figure = (
         f"LQR, 10 rollouts: tr Cov BPTT {bptt.total_variance:.3g} vs score function "
-        f"{score.total_variance:.3g} (z {bptt.bias_z:.2f}); Heaviside contact: BPTT ∂/∂θ₀ = "
-        f"{abs(float(bptt_h[0])):.1f}, true ≈ {float(true_h):.2f}; "
+        f"{score.total_variance:.3g} ({score.total_variance / bptt.total_variance:.0f}×; BPTT bias test "
+        f"{_p(bptt)}); Heaviside contact: BPTT ∂/∂θ₀ = "
+        f"{abs(float(bptt_h[0])):.1f}, ΔJ/Δθ₀ = {slope:.2f} ± {slope_se:.2f}; "
         f"stiff wall, std of BPTT ∂/∂θ₀ at H = 10, 40, 80: " + ", ".join(f"{v:.3g}" for v in spreads)
     )
-    return Claim(
-        7,
-        "BPTT through a smooth differentiable env has far lower variance than the score function; on contact "
-        "it is biased (Heaviside) or its variance explodes with stiffness and horizon",
-        figure,
-        holds,
+    text = (
+        "BPTT through a smooth differentiable env has far lower variance (≥ 5×) than the score function; on "
+        "contact it is biased (Heaviside) or its variance explodes with stiffness and horizon"
     )
+    return _bounds(Claim(7, text, figure, checks, seed), [bptt], [])
 
 
-def claim_8_relaxations() -> Claim:
-    logits, f, exact = relaxation_problem()
-    st = measure("ST", relaxation_estimator(logits, f, "straight_through"), exact, 100, 400, seed=0)
-    gs = measure("GS", relaxation_estimator(logits, f, "gumbel_softmax", 0.5), exact, 100, 400, seed=0)
-    rm = measure("ReinMax", relaxation_estimator(logits, f, "reinmax"), exact, 100, 400, seed=0)
-    holds = st.bias_z > Z_99 and gs.bias_z > Z_99 and rm.corrected_bias < st.corrected_bias
+def claim_8_relaxations(seed: int = 0) -> Claim:
+    """Straight-through, Gumbel-Softmax (τ = 0.5) and ReinMax on a quadratic f of a 5-way categorical."""
+    logits, f, exact = relaxation_problem(seed=seed)
+    s = sample_seed(seed)
+    st = measure("ST", relaxation_estimator(logits, f, "straight_through"), exact, 100, 400, seed=s)
+    gs = measure("GS", relaxation_estimator(logits, f, "gumbel_softmax", 0.5), exact, 100, 400, seed=s)
+    rm = measure("ReinMax", relaxation_estimator(logits, f, "reinmax"), exact, 100, 400, seed=s)
+    checks = {
+        "straight-through biased": biased(st, 2),
+        "Gumbel-Softmax biased": biased(gs, 2),
+        "ReinMax less biased than straight-through": rm.corrected_bias < st.corrected_bias,
+    }
     figure = (
         f"quadratic f, K = 5: noise-corrected rel. bias straight-through {st.corrected_bias:.3f} "
-        f"(z {st.bias_z:.0f}), "
-        f"Gumbel-Softmax τ=0.5 {gs.corrected_bias:.3f} (z {gs.bias_z:.0f}), ReinMax {rm.corrected_bias:.3f} "
-        f"(z {rm.bias_z:.1f})"
+        f"({_p(st)}), Gumbel-Softmax τ=0.5 {gs.corrected_bias:.3f} ({_p(gs)}), "
+        f"ReinMax {rm.corrected_bias:.3f} ({_p(rm)})"
     )
-    return Claim(
-        8,
+    text = (
         "Straight-through and Gumbel-Softmax are biased for categorical actions; "
-        "ReinMax's bias is lower than ST's",
-        figure,
-        holds,
+        "ReinMax's bias is lower than ST's"
     )
+    return _bounds(Claim(8, text, figure, checks, seed), [], [st, gs])
 
 
-def claim_9_finite_differences() -> Claim:
+def claim_9_finite_differences(seed: int = 0) -> Claim:
+    """Central differences of an exact LQR J across ε, evaluations counted around J (d = 6, 12)."""
     epsilons = (1e-1, 1e-3, 1e-5, 1e-8, 1e-11)
-    errors, d, evaluations = finite_difference_errors(epsilons)
-    best = min(range(len(errors)), key=errors.__getitem__)
-    holds = (
-        errors[0] > errors[1] > errors[2]
-        and 0 < best < len(errors) - 1
-        and errors[-1] > errors[best]
-        and evaluations == 2 * d
+    errors, d, evaluations = finite_difference_errors(
+        epsilons, seed=seed, gradient=finite_difference_gradient
     )
+    # A larger system (d = 12): the counted evaluations per estimate double with d.
+    _, d_large, evaluations_large = finite_difference_errors(
+        (1e-5,), seed=seed, n=4, m=3, gradient=finite_difference_gradient
+    )
+    best = min(range(len(errors)), key=errors.__getitem__)
+    checks = {
+        "error falls with ε": errors[0] > errors[1] > errors[2],
+        "round-off: error rises again at tiny ε": 0 < best < len(errors) - 1 and errors[-1] > errors[best],
+        "2d counted evaluations per estimate": all(e == 2 * d for e in evaluations)
+        and all(e == 2 * d_large for e in evaluations_large),
+    }
     figure = (
         "central differences of the exact LQR J: rel. error at ε = "
         + ", ".join(f"{e:g}: {err:.1e}" for e, err in zip(epsilons, errors, strict=True))
-        + f"; {evaluations} evaluations for d = {d} parameters"
+        + f"; counted evaluations of J per estimate: {max(evaluations)} for d = {d}, "
+        f"{max(evaluations_large)} for d = {d_large}"
     )
-    return Claim(
-        9,
-        "Finite differences converge as ε shrinks (until round-off) and need O(d) rollouts per estimate",
-        figure,
-        holds,
-    )
+    text = "Finite differences converge as ε shrinks (until round-off) and need O(d) rollouts per estimate"
+    return Claim(9, text, figure, checks, seed)
 
 
-CLAIMS: dict[int, Callable[[], Claim]] = {
+def claim_10_importance_sampling(seed: int = 0) -> Claim:
+    """Per-decision IS from π_b = softmax(θ + δξ) vs on-policy reward-to-go, across H and δ."""
+    ratios, off_ms = {}, []
+    settings = [(5, 0.5), (10, 0.5), (20, 0.5), (10, 0.1), (10, 0.25)]
+    for horizon in (5, 10, 20):
+        problem = make_problem("random", horizon=horizon, seed=seed)
+        on = _m(problem, "on-policy", estimator(problem, "reward_to_go"), seed)
+        for h, mismatch in settings:
+            if h == horizon:
+                off = _m(problem, "IS", off_policy_estimator(problem, mismatch, seed=seed + 11), seed)
+                ratios[h, mismatch] = off.total_variance / on.total_variance
+                off_ms.append(off)
+    checks = {
+        "IS unbiased at every H and δ": all(unbiased(m, len(off_ms)) for m in off_ms),
+        "variance ratio grows with H (δ = 0.5)": ratios[5, 0.5] < ratios[10, 0.5] < ratios[20, 0.5],
+        "variance ratio grows with δ (H = 10)": ratios[10, 0.1] < ratios[10, 0.25] < ratios[10, 0.5],
+    }
+    figure = (
+        "Var(IS)/Var(on-policy): δ = 0.5 at H = 5, 10, 20: "
+        + ", ".join(f"{ratios[h, 0.5]:.2f}" for h in (5, 10, 20))
+        + "; H = 10 at δ = 0.1, 0.25, 0.5: "
+        + ", ".join(f"{ratios[10, d]:.2f}" for d in (0.1, 0.25, 0.5))
+        + f"; smallest bias-test p {min(m.bias_p for m in off_ms):.2g}"
+    )
+    text = "Importance-sampled off-policy estimates are unbiased; variance grows with horizon and mismatch"
+    return _bounds(Claim(10, text, figure, checks, seed), off_ms, [])
+
+
+CLAIMS: dict[int, Callable[[int], Claim]] = {
     1: claim_1_unbiased,
     2: claim_2_reward_to_go,
     3: claim_3_baselines,
@@ -317,12 +454,58 @@ CLAIMS: dict[int, Callable[[], Claim]] = {
 }
 
 
-def run_claims(numbers: list[int] | None = None) -> list[Claim]:
-    return [CLAIMS[n]() for n in sorted(numbers or CLAIMS)]
+def run_claims(
+    numbers: Iterable[int] | None = None, seeds: Iterable[int] = DEFAULT_SEEDS
+) -> list[ClaimVerdict]:
+    """Run each claim (all when `numbers` is None) on each seed; one `ClaimVerdict` per claim."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("run_claims needs at least one seed")
+    verdicts = []
+    for number in sorted(numbers or CLAIMS):
+        runs = []
+        for seed in seeds:
+            start = time.perf_counter()
+            run = CLAIMS[number](seed)
+            run.seconds = time.perf_counter() - start
+            runs.append(run)
+        verdicts.append(ClaimVerdict(number, runs[0].text, runs))
+    return verdicts
 
 
-def claims_table(claims: list[Claim]) -> str:
-    lines = ["| # | claim | measured | verdict |", "| --- | --- | --- | --- |"]
-    for c in claims:
-        lines.append(f"| {c.number} | {c.text} | {c.figure} | {'holds' if c.holds else 'DOES NOT HOLD'} |")
+def _bound_text(verdict: ClaimVerdict) -> str:
+    parts = []
+    if verdict.unbiased_bound is not None:
+        parts.append(f"unbiased ones ≤ {verdict.unbiased_bound:.3f}")
+    if verdict.biased_bound is not None:
+        parts.append(f"biased ones ≥ {verdict.biased_bound:.3f}")
+    return "; ".join(parts) or "—"
+
+
+def claims_table(verdicts: list[ClaimVerdict]) -> str:
+    """How the claims were run, then a markdown table: claim, figure on the first seed, the worst 99% bias
+    bounds over the seeds, verdict "holds on k/n"."""
+    if not verdicts:
+        return "No claims run."
+    seeds = [run.seed for run in verdicts[0].runs]
+    if seeds == list(range(len(seeds))):
+        how = f"`pgrad lab claims --seeds {len(seeds)}` (seeds 0–{len(seeds) - 1})"
+    else:
+        how = f"`run_claims(seeds={seeds})`"
+    seconds = sum(v.seconds for v in verdicts)
+    lines = [
+        f"Each claim ran on {len(seeds)} seeds with {how}, in {seconds:.0f} s of wall time "
+        f"({torch.get_num_threads()} torch thread(s)). "
+        "A seed draws the claim's problem (random MDP and policy, LQR system, logits, critic errors) and all "
+        "its samples. Bias tests are the calibrated scaled-χ² (F) test of `pgrad.lab.measure` at a "
+        "family-wise 1% per claim; the bound column is the worst over the seeds of the 99% upper bound on "
+        "‖E ĝ − ∇J‖/‖∇J‖ of the estimators the claim calls unbiased (what its estimates can resolve) and of "
+        "the 99% lower bound of those it calls biased. See pgrad/lab/claims.py for every check.",
+        "",
+        f"| # | claim | measured (seed {seeds[0]}) | 99% bound on the relative bias, worst over seeds "
+        "| verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for v in verdicts:
+        lines.append(f"| {v.number} | {v.text} | {v.runs[0].figure} | {_bound_text(v)} | {v.verdict} |")
     return "\n".join(lines)

@@ -51,8 +51,10 @@ def exact_q(problem, P: Tensor, x: Tensor, u: Tensor) -> Tensor:
 
 def fitted_q_network(problem, K: Tensor, samples: int, seed: int = 5, steps: int = 500):
     """A 64×64 tanh MLP Q_w(x, u) regressed on the exact Q at `samples` state-action pairs drawn around the
-    policy (x from its discounted state covariance, u = −Kx + 0.5 ε): a learned critic whose error shrinks
-    with the data. Returns the critic as a function (x, u) -> [B]."""
+    policy (x from its discounted state covariance, u = −Kx + 0.5 ε): a learned critic. Trained in float32
+    (`steps` full-batch Adam steps), evaluated in float64. With 500 steps the fit, not the data, often limits
+    the error of ∇_u Q_w: on most seeds the network fitted on 5000 samples gives a *larger* DPG bias than the
+    one fitted on 200. Returns the critic as a function (x, u) -> [B]."""
     from pgrad.policies.networks import mlp
 
     solution = lqr_solution(problem, K)
@@ -60,17 +62,17 @@ def fitted_q_network(problem, K: Tensor, samples: int, seed: int = 5, steps: int
     cov = solution.Sigma * (1 - problem.gamma)
     x = torch.randn(samples, problem.n, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
     u = -x @ K.T + 0.5 * torch.randn(samples, problem.m, generator=gen, dtype=torch.float64)
-    target = exact_q(problem, solution.P, x, u)
+    target = exact_q(problem, solution.P, x, u).float()
     torch.manual_seed(seed)
-    net = mlp(problem.n + problem.m, (64, 64), 1, activation="tanh").double()
+    net = mlp(problem.n + problem.m, (64, 64), 1, activation="tanh").float()
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    inputs = torch.cat([x, u], 1)
+    inputs = torch.cat([x, u], 1).float()
     for _ in range(steps):
         loss = (net(inputs).squeeze(-1) - target).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    net.requires_grad_(False)
+    net = net.double().requires_grad_(False)
     return lambda x, u: net(torch.cat([x, u], 1)).squeeze(-1)
 
 
@@ -84,20 +86,26 @@ def dpg_estimator(
     P_hat = P + critic_error * float(P.norm()) * (E + E.T) / float((E + E.T).norm())
     chol = torch.linalg.cholesky(problem.Sigma0)
     A, B, Qc, R, gamma = problem.A, problem.B, problem.Q, problem.R, problem.gamma
+    A_K = A - B @ K
+    powers = [torch.eye(problem.n, dtype=torch.float64)]
+    for _ in range(horizon - 1):
+        powers.append(A_K @ powers[-1])
+    transitions = torch.stack(powers).transpose(1, 2)  # [H, n, n]: x_t = x_0 (A_K^t)ᵀ
+    discount = gamma ** torch.arange(horizon, dtype=torch.float64)
 
     def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        # The states do not depend on K through the critic (DPG differentiates Q̂ through u alone), so the
+        # whole trajectory x_0 … x_{H−1} [H, B, n] is rolled out first and Q̂ evaluated on it in one batch.
         x = torch.randn(budget, problem.n, generator=gen, dtype=torch.float64) @ chol.T
+        xs = (x @ transitions).reshape(horizon * budget, problem.n)  # x_t = A_K^t x_0, [H·B, n]
         K_var = K.clone().requires_grad_(True)
-        total = torch.zeros(budget, dtype=torch.float64)
-        for t in range(horizon):
-            u = -x @ K_var.T  # only the action depends on K: DPG differentiates Q̂ through u alone
-            x_next = x @ A.T + u @ B.T
-            if critic is not None:  # a fitted network instead of the (perturbed) exact Q
-                q = critic(x, u)
-            else:
-                q = -((x @ Qc) * x).sum(1) - ((u @ R) * u).sum(1) - gamma * ((x_next @ P_hat) * x_next).sum(1)
-            total = total + gamma**t * q
-            x = (x @ (A - B @ K).T).detach()
+        u = -xs @ K_var.T
+        if critic is not None:  # a fitted network instead of the (perturbed) exact Q
+            q = critic(xs, u)
+        else:
+            x_next = xs @ A.T + u @ B.T
+            q = -((xs @ Qc) * xs).sum(1) - ((u @ R) * u).sum(1) - gamma * ((x_next @ P_hat) * x_next).sum(1)
+        total = (discount[:, None] * q.reshape(horizon, budget)).sum(0)  # Σ_t γᵗ Q̂(x_t, u_t) per start state
         loss, _ = deterministic_actor_loss(total)
         (grad,) = torch.autograd.grad(loss, K_var)
         return -grad.reshape(-1), float(budget * horizon)
@@ -108,9 +116,14 @@ def dpg_estimator(
 # -- BPTT vs the score function through a differentiable LQR ------------------------------------------------
 
 
-def diff_lqr_problem(horizon: int = 20, sigma: float = 0.3, seed: int = 0):
-    env = DiffLQR.random(3, 2, seed, horizon=horizon, dtype=torch.float64)
-    K = 0.2 * torch.ones(2, 3, dtype=torch.float64)
+def diff_lqr_problem(horizon: int = 20, sigma: float = 0.3, seed: int = 0, n: int = 3, m: int = 2):
+    """A random n-state, m-input `DiffLQR` (float64), a stabilising gain K (all entries 0.2, halved until
+    A − BK is stable), the action noise σ and the exact ∇_K J of the undiscounted H-step return (autograd of
+    `DiffLQR.expected_return`)."""
+    env = DiffLQR.random(n, m, seed, horizon=horizon, dtype=torch.float64)
+    K = 0.2 * torch.ones(m, n, dtype=torch.float64)
+    while torch.linalg.eigvals(env.A - env.B @ K).abs().max() >= 1:
+        K = K / 2
     K_var = K.clone().requires_grad_(True)
     J = env.expected_return(K_var, gamma=1.0, action_std=sigma)
     (exact,) = torch.autograd.grad(J, K_var)
@@ -118,15 +131,19 @@ def diff_lqr_problem(horizon: int = 20, sigma: float = 0.3, seed: int = 0):
 
 
 def bptt_estimator(env, K: Tensor, sigma: float, method: str) -> Estimator:
-    """`bptt`: autograd through dynamics and reparameterised actions; `score`: REINFORCE with reward-to-go."""
+    """`bptt`: autograd through dynamics and reparameterised actions; `score`: REINFORCE with reward-to-go.
 
-    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
-        K_var = K.clone().requires_grad_(True)
-        x = env.reset(budget, generator=gen)
+    M estimates of B rollouts each are drawn as M·B rollouts at once, each batch of B with its own copy of K
+    (so autograd gives the M per-batch gradients in one backward pass)."""
+
+    def draw(budget: int, estimates: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        K_var = K.expand(estimates, *K.shape).clone().requires_grad_(True)  # [M, m, n]
+        gains = K_var.repeat_interleave(budget, dim=0)  # [M·B, m, n]
+        x = env.reset(budget * estimates, generator=gen)
         rewards, log_probs = [], []
         for _ in range(env.horizon):
-            eps = torch.randn(budget, K.shape[0], generator=gen, dtype=x.dtype)
-            mean = -x @ K_var.T
+            eps = torch.randn(budget * estimates, K.shape[0], generator=gen, dtype=x.dtype)
+            mean = -(gains @ x.unsqueeze(-1)).squeeze(-1)
             u = mean + sigma * eps
             if method == "score":
                 u = u.detach()
@@ -138,14 +155,19 @@ def bptt_estimator(env, K: Tensor, sigma: float, method: str) -> Estimator:
             rewards.append(r)
         R = torch.stack(rewards)
         done = torch.zeros_like(R, dtype=torch.bool)
-        if method == "bptt":
-            loss, _ = bptt_loss(R, 1.0, done)
+        if method == "bptt":  # normalised per batch of B: −∂L/∂K_var[j] is the mean over batch j
+            loss, _ = bptt_loss(R, 1.0, done, normalizer=float(budget))
         else:
             rtg = R.detach().flip(0).cumsum(0).flip(0)
-            loss = -(torch.stack(log_probs) * rtg).sum(0).mean()
+            loss = -(torch.stack(log_probs) * rtg).sum() / budget
         (grad,) = torch.autograd.grad(loss, K_var)
-        return -grad.reshape(-1), float(budget * env.horizon)
+        return -grad.reshape(estimates, -1), float(budget * env.horizon)
 
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        grads, cost = draw(budget, 1, gen)
+        return grads[0], cost
+
+    estimate.batch = draw  # type: ignore[attr-defined]
     return estimate
 
 
@@ -165,8 +187,28 @@ def contact_bptt(env: ContactToy, theta: Tensor, sigma: float, budget: int, gen:
     return -grad
 
 
-def contact_expected_return(env: ContactToy, theta: Tensor, sigma: float, samples: int, seed: int) -> Tensor:
-    """Mean return over `samples` rollouts with common random numbers (same seed for every θ)."""
+def contact_bptt_per_rollout(
+    env: ContactToy, theta: Tensor, sigma: float, rollouts: int, gen: torch.Generator
+) -> Tensor:
+    """BPTT gradients [R, 3] of the return of each of R independent rollouts of u = θ₀ + θ₁ x + θ₂ v + σε
+    (one batch, each rollout with its own copy of θ, so one backward pass gives every rollout's gradient)."""
+    thetas = theta.expand(rollouts, -1).clone().requires_grad_(True)
+    s = env.reset(rollouts, generator=gen)
+    rewards = []
+    for _ in range(env.horizon):
+        u = (thetas[:, 0] + thetas[:, 1] * s[:, 0] + thetas[:, 2] * s[:, 1])[:, None]
+        u = u + sigma * torch.randn(u.shape, generator=gen, dtype=u.dtype)
+        s, r, _ = env.step(s, u)
+        rewards.append(r)
+    R = torch.stack(rewards)
+    loss, _ = bptt_loss(R, 1.0, torch.zeros_like(R, dtype=torch.bool), normalizer=1.0)  # −Σ_i G_i
+    (grad,) = torch.autograd.grad(loss, thetas)
+    return -grad
+
+
+def contact_returns(env: ContactToy, theta: Tensor, sigma: float, samples: int, seed: int) -> Tensor:
+    """Returns [samples] of `samples` rollouts with common random numbers (same seed, same noise for every
+    θ), so differences between two θ are paired."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         s = env.reset(samples, generator=gen)
@@ -176,7 +218,12 @@ def contact_expected_return(env: ContactToy, theta: Tensor, sigma: float, sample
             u = u + sigma * torch.randn(u.shape, generator=gen, dtype=u.dtype)
             s, r, _ = env.step(s, u)
             total = total + r
-    return total.mean()
+    return total
+
+
+def contact_expected_return(env: ContactToy, theta: Tensor, sigma: float, samples: int, seed: int) -> Tensor:
+    """Mean return over `samples` rollouts with common random numbers (same seed for every θ)."""
+    return contact_returns(env, theta, sigma, samples, seed).mean()
 
 
 # -- categorical relaxations --------------------------------------------------------------------------------
@@ -217,18 +264,28 @@ def relaxation_estimator(logits: Tensor, f, method: str, temperature: float = 1.
 # -- finite differences -------------------------------------------------------------------------------------
 
 
-def finite_difference_errors(epsilons: tuple[float, ...]) -> tuple[list[float], int, int]:
-    """Relative error of central differences of the exact LQR J(K) per ε; returns (errors, d, evaluations)."""
-    env, K, sigma, exact = diff_lqr_problem()
+def finite_difference_errors(
+    epsilons: tuple[float, ...], seed: int = 0, n: int = 3, m: int = 2, gradient=finite_difference_gradient
+) -> tuple[list[float], int, list[int]]:
+    """Relative error of central differences of the exact LQR J(K) per ε; returns (errors, d, evaluations).
+
+    The evaluations of J per gradient are counted by a counter wrapped around the objective (one per row
+    of each batched call), not taken from `gradient`'s own report. `gradient` is the finite-difference
+    function, (f, θ, ε) -> (gradient, reported evaluations)."""
+    env, K, sigma, exact = diff_lqr_problem(seed=seed, n=n, m=m)
+    counter = [0]
 
     def objective(flat: Tensor) -> Tensor:  # batched [B, P] -> [B]
+        counter[0] += flat.shape[0]
         return torch.stack([env.expected_return(k.reshape(K.shape), 1.0, sigma) for k in flat])
 
-    errors, evaluations = [], 0
+    errors, evaluations = [], []
     for eps in epsilons:
-        grad, evaluations = finite_difference_gradient(objective, K.reshape(-1), eps, central=True)
+        counter[0] = 0
+        grad, _ = gradient(objective, K.reshape(-1), eps)
         errors.append(float((grad - exact).norm() / exact.norm()))
-    return errors, K.numel(), int(evaluations)
+        evaluations.append(counter[0])
+    return errors, K.numel(), evaluations
 
 
 # -- zeroth order on the differentiable LQR --------------------------------------------------------------

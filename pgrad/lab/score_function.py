@@ -79,15 +79,23 @@ def make_problem(
     )
 
 
-def score_gradient(problem: TabularProblem, episodes: TabularEpisodes, psi: Tensor) -> Tensor:
-    """ĝ = 1/B Σ Σ_t (e_{a_t} − π(·|s_t)) Ψ_t accumulated into row s_t, masked, as a flat [S·A] vector."""
+def score_gradient(
+    problem: TabularProblem, episodes: TabularEpisodes, psi: Tensor, groups: int = 1
+) -> Tensor:
+    """ĝ = 1/B Σ Σ_t (e_{a_t} − π(·|s_t)) Ψ_t accumulated into row s_t, masked, as a flat [S·A] vector.
+
+    With `groups` = M > 1 the N = M·B episode columns are M independent batches of B (columns j·B to
+    j·B + B − 1 form batch j) and the result is [M, S·A], one estimate per batch."""
     S, A = problem.theta.shape
     probs = problem.probs
     m = episodes.mask
+    batch = m.shape[1] // groups
+    group = torch.arange(m.shape[1]).expand_as(m)[m] // batch
     s, a, w = episodes.states[m], episodes.actions[m], psi[m].to(probs.dtype)
     score = torch.nn.functional.one_hot(a, A).to(probs.dtype) - probs[s]
-    grad = torch.zeros(S, A, dtype=probs.dtype).index_add_(0, s, score * w[:, None])
-    return (grad / episodes.mask.shape[1]).reshape(-1)
+    grad = torch.zeros(groups * S, A, dtype=probs.dtype).index_add_(0, group * S + s, score * w[:, None])
+    grad = (grad / batch).reshape(groups, S * A)
+    return grad if groups > 1 else grad[0]
 
 
 def per_episode_scores(
@@ -122,39 +130,76 @@ def step_index(mask: Tensor) -> Tensor:
 # -- estimators: (budget B episodes, generator) -> (flat gradient, env steps) --------------------------
 
 
-def estimator(problem: TabularProblem, kind: str, **options: float) -> Estimator:
-    """A score-function estimator of ∇J for `problem`; see the module docstring for the kinds."""
+def _in_groups(x: Tensor, groups: int) -> list[Tensor]:
+    """The M = `groups` batches [T, B] of a time-major [T, M·B] tensor."""
+    return list(x.reshape(x.shape[0], groups, -1).unbind(1))
+
+
+def _batched(draw) -> Estimator:
+    """An `Estimator` from draw(budget, estimates, gen) -> ([M, P] estimates, mean cost); the estimator
+    keeps `draw` as its `batch` attribute so that `pgrad.lab.measure` can draw all M estimates at once."""
 
     def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
-        ep = sample_episodes(problem.mdp, problem.probs, budget, problem.horizon, gen)
-        steps = float(ep.mask.sum())
+        grads, cost = draw(budget, 1, gen)
+        return grads[0], cost
+
+    estimate.batch = draw  # type: ignore[attr-defined]
+    return estimate
+
+
+def estimator(problem: TabularProblem, kind: str, **options: float) -> Estimator:
+    """A score-function estimator of ∇J for `problem`; see the module docstring for the kinds.
+
+    Options: `constant` (kind total), `error` and `error_seed` (the critic's error ξ, kinds value_baseline
+    and gae), `lam` (gae), `baseline` (optimal_baseline). M estimates are drawn as one sample of M·B episodes
+    cut into M independent batches of B; baselines computed from a batch (batch mean, per-step mean) use that
+    batch only."""
+    kinds = ("total", "reward_to_go", "mean_baseline", "per_step_baseline", "value_baseline", "gae")
+    if kind not in (*kinds, "optimal_baseline"):
+        raise ValueError(f"unknown estimator kind '{kind}'")
+    v_hat = problem.V + value_error(problem, options.get("error", 0.0), int(options.get("error_seed", 7)))
+
+    def draw(budget: int, estimates: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        ep = sample_episodes(problem.mdp, problem.probs, budget * estimates, problem.horizon, gen)
+        steps = float(ep.mask.sum()) / estimates
         rtg = reward_to_go(ep.rewards, ep.terminated, ep.truncated, 1.0)
         if kind == "total":
             psi = total_return(ep.rewards, ep.terminated, ep.truncated, 1.0) - options.get("constant", 0.0)
         elif kind == "reward_to_go":
             psi = rtg
         elif kind == "mean_baseline":
-            psi = rtg - mean_baseline(rtg, ep.mask)
+            means = [
+                mean_baseline(g, m)
+                for g, m in zip(_in_groups(rtg, estimates), _in_groups(ep.mask, estimates), strict=True)
+            ]
+            psi = rtg - torch.stack(means).repeat_interleave(budget)
         elif kind == "per_step_baseline":
-            psi = rtg - per_step_mean_baseline(rtg, step_index(ep.mask), ep.mask)
+            steps_in = step_index(ep.mask)
+            baselines = [
+                per_step_mean_baseline(g, k, m)
+                for g, k, m in zip(
+                    _in_groups(rtg, estimates),
+                    _in_groups(steps_in, estimates),
+                    _in_groups(ep.mask, estimates),
+                    strict=True,
+                )
+            ]
+            psi = rtg - torch.stack(baselines, 1).reshape(rtg.shape)
         elif kind == "value_baseline":
-            v_hat = problem.V + value_error(problem, options.get("error", 0.0))
             psi = rtg - v_hat[step_index(ep.mask), ep.states]
         elif kind == "gae":
-            v_hat = problem.V + value_error(problem, options.get("error", 0.0))
             t = step_index(ep.mask)
             values = v_hat[t, ep.states]
             next_values = v_hat[(t + 1).clamp(max=problem.horizon), ep.next_states]
             psi, _ = gae(ep.rewards, values, next_values, ep.terminated, ep.truncated, 1.0, options["lam"])
-        elif kind == "optimal_baseline":
+        else:  # optimal_baseline
             total = total_return(ep.rewards, ep.terminated, ep.truncated, 1.0)
             S_i, W_i = per_episode_scores(problem, ep, total)
-            return (W_i - options["baseline"] * S_i).mean(0), steps
-        else:
-            raise ValueError(f"unknown estimator kind '{kind}'")
-        return score_gradient(problem, ep, psi), steps
+            grads = (W_i - options["baseline"] * S_i).reshape(estimates, budget, -1).mean(1)
+            return grads, steps
+        return score_gradient(problem, ep, psi, estimates).reshape(estimates, -1), steps
 
-    return estimate
+    return _batched(draw)
 
 
 def optimal_constant_baseline(problem: TabularProblem, episodes: int = 50_000, seed: int = 123) -> Tensor:
@@ -174,13 +219,14 @@ def off_policy_estimator(problem: TabularProblem, mismatch: float, seed: int = 1
     )
     target = problem.probs
 
-    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
-        ep = sample_episodes(problem.mdp, behaviour, budget, problem.horizon, gen)
+    def draw(budget: int, estimates: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        ep = sample_episodes(problem.mdp, behaviour, budget * estimates, problem.horizon, gen)
         log_ratio = torch.where(
             ep.mask, target[ep.states, ep.actions].log() - behaviour[ep.states, ep.actions].log(), 0.0
         )
         weights = per_decision_weights(log_ratio, ep.terminated, ep.truncated)
         psi = importance_weighted_advantages(weights, ep.rewards, ep.terminated, ep.truncated, 1.0)
-        return score_gradient(problem, ep, psi), float(ep.mask.sum())
+        grads = score_gradient(problem, ep, psi, estimates).reshape(estimates, -1)
+        return grads, float(ep.mask.sum()) / estimates
 
-    return estimate
+    return _batched(draw)
