@@ -42,7 +42,7 @@ class ContextualBandit(gym.Env):
         table_seed: seed of the reward table and the feature vectors.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "episode_length": 1}  # every episode: 1 step
 
     def __init__(
         self,

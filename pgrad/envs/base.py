@@ -52,7 +52,9 @@ class VecEnv(Protocol):
     """N sub-envs stepped in lock-step, returning torch tensors (structural: nothing needs to subclass it).
 
     `global_step` counts env transitions summed over sub-envs; the harness reads it for the step budget and
-    restores it on resume.
+    restores it on resume. A backend may also define `state_dict() -> dict | None` and
+    `load_state_dict(state, where)`: the harness then saves the envs in checkpoints and a resumed run
+    continues its episodes exactly (None: this env's state cannot be saved; the run starts new episodes).
     """
 
     label: str  # readable env name for error messages

@@ -44,8 +44,9 @@ from pgrad.envs.checks import (
     observation_checker,
     raised,
 )
+from pgrad.envs.snapshot import env_state, set_env_state
 from pgrad.envs.spaces import ACTION_SPACES, check_spaces, obs_dim, obs_to_tensor
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, EnvError
 
 FIVE_TUPLE = "5-tuple (obs, reward, terminated, truncated, info) of Gymnasium >= 0.26"
 
@@ -176,8 +177,11 @@ class GymVecEnv:
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
         self.spec_id = probe.spec.id if probe.spec is not None else None
-        # The time limit as built (env_kwargs included); None when the env has none.
-        self.max_episode_steps: int | None = getattr(probe.spec, "max_episode_steps", None)
+        # The time limit as built (env_kwargs included), or the length every episode has by construction
+        # (`metadata["episode_length"]`, e.g. a one-step bandit); None when episodes may never end.
+        self.max_episode_steps: int | None = getattr(
+            probe.spec, "max_episode_steps", None
+        ) or probe.metadata.get("episode_length")
         probe.close()
         check_spaces(
             self.single_observation_space, self.single_action_space, algorithm, self.label, action_spaces
@@ -306,6 +310,31 @@ class GymVecEnv:
             final_obs=next_obs if final is obs else self._obs_tensor(final),
         )
         return result, stats
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any] | None:
+        """Every sub-env's state and the episode bookkeeping, or None when a sub-env's state cannot be saved
+        without pickle (see `pgrad.envs.snapshot`): then a resumed run starts new episodes."""
+        if not self._started:
+            return None
+        envs = [env_state(env) for env in self._envs.envs]
+        if any(state is None for state in envs):
+            return None
+        return {
+            "envs": envs,
+            "episode_return": torch.from_numpy(self._episode_return.copy()),
+            "episode_length": torch.from_numpy(self._episode_length.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        """Put every sub-env back where `state_dict` found it (the envs continue their episodes exactly)."""
+        if not isinstance(state, dict) or len(state.get("envs", ())) != self.num_envs:
+            raise CheckpointError(f"{where}: the saved env state is not one of {self.num_envs} sub-envs")
+        self.reset(seed=0)  # builds every wrapper's state; then overwritten below
+        for i, (env, saved) in enumerate(zip(self._envs.envs, state["envs"], strict=True)):
+            set_env_state(env, saved, f"{where}, sub-env {i}")
+        self._episode_return[:] = state["episode_return"].numpy()
+        self._episode_length[:] = state["episode_length"].numpy()
 
     def close(self) -> None:
         self._envs.close()

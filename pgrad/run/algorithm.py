@@ -47,6 +47,9 @@ class Algorithm:
     summary: ClassVar[str]
     Config: ClassVar[type]
     action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (spaces.Discrete, spaces.Box)
+    # Parts of `state_dict()` whose shapes depend on the run (e.g. a replay buffer's filled part): a
+    # resume does not compare them with a fresh model's; `load_state_dict` must check them itself.
+    free_state: ClassVar[tuple[str, ...]] = ()
 
     policy: Policy
 
@@ -65,7 +68,8 @@ class Algorithm:
         return None
 
     def on_resume(self, iteration: int) -> None:
-        """Called after `load_state_dict` when a run resumes at `iteration` (e.g. to restart env episodes)."""
+        """Called after `load_state_dict` when a run resumes at `iteration` and its envs could not be restored
+        (their state is not saveable without pickle): the algorithm starts new episodes here."""
 
     def iteration(self, index: int) -> IterationResult:
         """Collect experience with `self.envs` and update the parameters once (one batch)."""

@@ -275,12 +275,14 @@ def load_checkpoint(
     *,
     optional: Iterable[str] = (),
     param_shapes: Mapping[str, Mapping[int, Sequence[int]]] | None = None,
+    free: Iterable[str] = (),
 ) -> tuple[Any, int]:
     """Read a checkpoint folder; returns (state, step).
 
     Refuses missing, truncated, corrupted or edited files with a one-line CheckpointError naming the file.
     With `expected` (the state tree of a freshly built model/algorithm), the loaded tree is also checked by
-    `validate_state(expected, state, folder, optional=..., param_shapes=...)` before it is returned.
+    `validate_state(expected, state, folder, optional=..., param_shapes=..., free=...)` before it is
+    returned.
     """
     folder = Path(folder)
     meta_path, tensor_path = folder / META_FILE, folder / TENSOR_FILE
@@ -320,7 +322,7 @@ def load_checkpoint(
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{meta_path}: inconsistent with {TENSOR_FILE} ({_short(exc)})") from None
     if expected is not None:
-        validate_state(expected, state, folder, optional=optional, param_shapes=param_shapes)
+        validate_state(expected, state, folder, optional=optional, param_shapes=param_shapes, free=free)
     return state, step
 
 
@@ -387,8 +389,10 @@ class _Validator:
         self,
         optional: Iterable[str],
         param_shapes: Mapping[str, Mapping[int, Sequence[int]]] | None,
+        free: Iterable[str] = (),
     ):
         self.optional = tuple(optional)
+        self.free = tuple(free)
         self.param_shapes = param_shapes or {}
         self.problems: list[tuple[bool, str]] = []
 
@@ -399,6 +403,8 @@ class _Validator:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.optional)
 
     def check(self, expected: Any, loaded: Any, path: str) -> None:
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in self.free):
+            return  # validated by its owner's load_state_dict (e.g. a replay buffer's filled part)
         want, got = _kind(expected), _kind(loaded)
         where = path or "/"
         if want == "tensor":
@@ -519,6 +525,7 @@ def validate_state(
     prefix: str = "",
     optional: Iterable[str] = (),
     param_shapes: Mapping[str, Mapping[int, Sequence[int]]] | None = None,
+    free: Iterable[str] = (),
 ) -> None:
     """Refuse a loaded state tree that does not fit the state tree of a freshly built model/algorithm.
 
@@ -544,13 +551,16 @@ def validate_state(
       and otherwise the same shape as the other per-parameter tensors of that index (Adam's `exp_avg` and
       `exp_avg_sq`).
 
+    Subtrees at paths matching a pattern in `free` are not compared: their owner checks them when it loads
+    them (a replay buffer saves only its filled part, so its shapes depend on the run).
+
     Values are not compared, and tensors are not checked for being finite (a diverged run still loads).
 
     `file` is named in the error: a checkpoint folder (then a tensor's shape or dtype names its
     `state.safetensors` and anything else its `state.json`) or a file (named as it is). The error is one
     CheckpointError line with the first problem and how many more there are.
     """
-    validator = _Validator(optional, param_shapes)
+    validator = _Validator(optional, param_shapes, free)
     validator.check(expected, loaded, prefix)
     if validator.problems:
         tensor_file, message = validator.problems[0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from pgrad.envs.base import VecEnv
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, EnvError
 from pgrad.policies.networks import Policy
 from pgrad.types import Rollout
 
@@ -104,6 +105,19 @@ def collect_episodes(
     )
 
 
+def _checked_obs(obs: Any, envs: VecEnv) -> torch.Tensor | None:
+    """A collector's saved observations, refused in one line unless they are [num_envs, obs_dim]."""
+    if obs is None:
+        return None
+    if not isinstance(obs, torch.Tensor) or tuple(obs.shape) != (envs.num_envs, envs.obs_dim):
+        got = tuple(obs.shape) if isinstance(obs, torch.Tensor) else type(obs).__name__
+        raise CheckpointError(
+            f"collector state: observations {got} do not fit env '{envs.label}' "
+            f"({envs.num_envs} sub-envs × {envs.obs_dim})"
+        )
+    return obs.to(envs.device)
+
+
 class StepCollector:
     """Fixed-length rollouts over continuing episodes (A2C, PPO, VPG …): episodes run on across updates.
 
@@ -120,6 +134,14 @@ class StepCollector:
     def restart(self, seed: int) -> None:
         self.seed = seed
         self.obs = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The observations the next rollout starts from (with the envs' own state, an exact resume)."""
+        return {"obs": None if self.obs is None else self.obs.clone(), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.obs = _checked_obs(state["obs"], self.envs)
 
     def collect(self, policy: Policy, num_steps: int) -> Rollout:
         """Run `num_steps` vector steps with `policy`; every step is in the batch (mask all True)."""

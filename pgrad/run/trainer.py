@@ -47,7 +47,11 @@ RESUME_OPTIONAL = (
     "/trainer/best_return",
     "/trainer/total_steps",
     "/algorithm/schedule",
+    "/algorithm/collector",
+    "/envs",
 )
+# Parts whose shapes depend on where the run stood (envs mid-episode, a collector's last observations): not
+# compared with a fresh model's; their own load_state_dict checks them.
 
 
 def _progress(enabled: bool, total: int, label: str):
@@ -157,6 +161,7 @@ class Trainer:
         rng_meta, rng_tensors = rng_state()
         return {
             "algorithm": self.algo.state_dict(),
+            "envs": self.envs.state_dict() if hasattr(self.envs, "state_dict") else None,
             "rng": {"meta": rng_meta, "tensors": rng_tensors},
             "trainer": {
                 "global_step": self.envs.global_step,
@@ -191,7 +196,10 @@ class Trainer:
     def _restore(self) -> None:
         # Validate every tensor's name, shape and dtype against what this freshly built trainer would save.
         state, step = load_checkpoint(
-            latest_checkpoint(self.checkpoints), expected=self._state(), optional=RESUME_OPTIONAL
+            latest_checkpoint(self.checkpoints),
+            expected=self._state(),
+            optional=RESUME_OPTIONAL,
+            free=["/envs", "/algorithm/collector", *(f"/algorithm/{part}" for part in self.cls.free_state)],
         )
         self.algo.load_state_dict(state["algorithm"])
         set_rng_state(state["rng"]["meta"], state["rng"]["tensors"])
@@ -218,7 +226,11 @@ class Trainer:
                 + (f"; {note}" if note else ""),
                 file=sys.stderr,
             )
-        self.algo.on_resume(self.iteration)
+        saved_envs = state.get("envs")
+        if saved_envs is not None and hasattr(self.envs, "load_state_dict"):
+            self.envs.load_state_dict(saved_envs, where=f"{self.checkpoints} (envs)")
+        else:  # the envs could not be saved: the algorithm starts new episodes
+            self.algo.on_resume(self.iteration)
         truncate_metrics(self.run_dir, step)
 
     # -- loop -----------------------------------------------------------------------------------------------

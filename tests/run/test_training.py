@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +70,57 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, options):
     steps = [r["global_step"] for r in read_metrics(tmp_path / "split") if "iteration" in r]
     assert steps == sorted(set(steps))
     assert steps == [r["global_step"] for r in read_metrics(tmp_path / "straight") if "iteration" in r]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "env", "options"),
+    [
+        ("ppo", "CartPole-v1", {"num_envs": 2, "num_steps": 64, "anneal_lr": False}),
+        ("a2c", "Pendulum-v1", {"normalize_obs": True}),
+        ("vpg", "Acrobot-v1", {"steps_per_epoch": 200}),
+        ("ppo", "CartPole-v1", {"num_envs": 4, "num_steps": 32, "backend": "native", "anneal_lr": False}),
+    ],
+)
+def test_resume_continues_episodes_exactly(tmp_path, algorithm, env, options):
+    """Episodes run across iterations: the envs' own state is in the checkpoint (classic control and the
+    native twins), so N steps + resume equals the same budget straight, tensor for tensor."""
+    common = dict(seed=2, eval_every=0, eval_episodes=0, checkpoint_every=0, **options, **QUIET)
+    pgrad.train(algorithm, env, total_steps=1200, run_dir=str(tmp_path / "straight"), **common)
+    pgrad.train(algorithm, env, total_steps=600, run_dir=str(tmp_path / "split"), **common)
+    pgrad.resume(tmp_path / "split", total_steps=1200, progress=False)
+    (straight, _), (split, _) = final_state(tmp_path / "straight"), final_state(tmp_path / "split")
+    assert split["envs"] is not None
+    a, b = dict(tensors_of(straight["algorithm"])), dict(tensors_of(split["algorithm"]))
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+class Drift(gym.Env):
+    """A random walk whose state pgrad does not know how to save (no get_state/set_state)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x += float(action) - 0.5 + self.np_random.normal()
+        return np.array([self.x], np.float32), -abs(self.x), False, False, {}
+
+
+def drift():
+    return gym.wrappers.TimeLimit(Drift(), max_episode_steps=20)
+
+
+def test_an_env_whose_state_is_unknown_resumes_with_new_episodes(tmp_path):
+    options = dict(num_envs=2, num_steps=64, eval_episodes=0, **QUIET)
+    summary = pgrad.train("ppo", env=drift, total_steps=512, run_dir=str(tmp_path), **options)
+    state, _ = final_state(tmp_path)
+    assert state["envs"] is None and summary["global_step"] == 512
+    assert pgrad.resume(tmp_path, total_steps=768, env=drift, progress=False)["global_step"] == 768
 
 
 TRAIN_SCRIPT = """

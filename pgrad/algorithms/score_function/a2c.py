@@ -287,12 +287,15 @@ class A2C(Algorithm):
         return {
             "model": self.model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "collector": self.collector.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
+            self.collector.load_state_dict(state["collector"])
 
     def on_resume(self, iteration: int) -> None:
         # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes.

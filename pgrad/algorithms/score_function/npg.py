@@ -159,12 +159,15 @@ class NPG(Algorithm):
             "policy": self.policy.state_dict(),
             "value": self.value.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
+            "collector": self.collector.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
         self.value_optimizer.load_state_dict(state["value_optimizer"])
+        if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
+            self.collector.load_state_dict(state["collector"])
 
     def on_resume(self, iteration: int) -> None:
         self.collector.restart(derive_seed(self.seed, "resume", iteration))

@@ -52,6 +52,7 @@ from pgrad.estimators import (
     adaptive_kl_beta,
     clipped_surrogate,
     explained_variance,
+    kl_k3,
     kl_penalty_surrogate,
     normalize,
     value_loss,
@@ -85,7 +86,8 @@ class Config(NetworkConfig):
     kl_beta: float = 1.0
     """Initial KL-penalty coefficient β (--loss kl)."""
     kl_target: float = 0.01
-    """Target KL for adapting β (--loss kl): β ×2 above 1.5·target, ÷2 below target/1.5."""
+    """Target KL for adapting β (--loss kl): β ×2 when the KL after the update is above 1.5·target, ÷2 below
+    target/1.5."""
     update_epochs: int = 10
     """Passes over each batch."""
     num_minibatches: int = 4
@@ -185,7 +187,13 @@ class PPO(Algorithm):
         metrics["stats/lr"] = lr
         metrics["stats/clip_coef"] = clip
         if config.loss == "kl":
-            self.kl_beta = adaptive_kl_beta(self.kl_beta, metrics["stats/approx_kl"], config.kl_target)
+            # d = E[KL(π_old ‖ πθ)] after the epochs (paper, section 4), not the mean of the KLs seen before
+            # each step (0 on the first one): k3 with the collected actions.
+            with torch.no_grad():
+                new_log_probs = self.policy.distribution(batch["obs"]).log_prob(batch["actions"])
+                kl = kl_k3(log_q=batch["log_probs"], log_p=new_log_probs).mean()
+            self.kl_beta = adaptive_kl_beta(self.kl_beta, kl, config.kl_target)
+            metrics["stats/kl_after_update"] = kl
             metrics["stats/kl_beta"] = self.kl_beta
         update_normalizers(batch["obs"], self.policy, self.value)  # after the update, as acting saw them
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
@@ -259,6 +267,7 @@ class PPO(Algorithm):
             "optimizer": self.optimizer.state_dict(),
             "kl_beta": self.kl_beta,
             "schedule": self.schedule.state_dict(),
+            "collector": self.collector.state_dict(),
         }
         if self.reward_scaler is not None:
             state["reward_scaler"] = self.reward_scaler.state_dict()
@@ -272,6 +281,8 @@ class PPO(Algorithm):
             self.schedule.load_state_dict(state["schedule"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+        if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
+            self.collector.load_state_dict(state["collector"])
 
     def extend_budget(self, step: int, total_steps: int) -> str | None:
         self.total_steps = total_steps

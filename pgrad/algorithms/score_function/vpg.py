@@ -146,6 +146,7 @@ class VPG(Algorithm):
             "value": self.value.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
+            "collector": self.collector.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,6 +154,8 @@ class VPG(Algorithm):
         self.value.load_state_dict(state["value"])
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.value_optimizer.load_state_dict(state["value_optimizer"])
+        if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
+            self.collector.load_state_dict(state["collector"])
 
     def on_resume(self, iteration: int) -> None:
         # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes.

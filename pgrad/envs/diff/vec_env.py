@@ -32,7 +32,7 @@ import torch
 from pgrad.envs.base import EpisodeStats, StepResult
 from pgrad.envs.diff.gym_adapter import diff_env_spaces
 from pgrad.envs.diff.registration import DIFF_ENV_FACTORIES, make_diff_env
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, EnvError
 
 if TYPE_CHECKING:
     from pgrad.envs.base import DiffEnv
@@ -136,6 +136,29 @@ class DiffVecEnv:
             next_obs = self._obs(state)
         result = StepResult(next_obs, reward.to(self.dtype), terminated.clone(), truncated, final_obs)
         return result, stats
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Batched state, step counters, returns and start-state generator (a resume continues exactly)."""
+        if not self._started:
+            return None
+        return {
+            "state": self.state.clone(),
+            "steps": self._steps.clone(),
+            "returns": self._returns.clone(),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+        if tuple(state["state"].shape) != tuple(self.state.shape):
+            raise CheckpointError(
+                f"{where}: saved env state has shape {tuple(state['state'].shape)}, this env "
+                f"{tuple(self.state.shape)}"
+            )
+        self.state = state["state"].to(self.device)
+        self._steps = state["steps"].to(self.device)
+        self._returns = state["returns"].to(self.device)
+        self._generator.set_state(state["generator"])
+        self._started = True
 
     def close(self) -> None:
         pass

@@ -16,7 +16,7 @@ import torch
 from gymnasium import spaces
 
 from pgrad.envs.base import EpisodeStats, StepResult
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, EnvError
 
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = MASS_CART + MASS_POLE
@@ -117,6 +117,29 @@ class CartPoleVecEnv:
         reward = torch.ones(self.num_envs, dtype=self.dtype, device=self.device)
         next_obs = state.to(self.dtype)
         return StepResult(next_obs, reward, terminated, truncated, final_obs), stats
+
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Batched state, step counters, returns and start-state generator (a resume continues exactly)."""
+        if not self._started:
+            return None
+        return {
+            "state": self._state.clone(),
+            "steps": self._steps.clone(),
+            "returns": self._returns.clone(),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+        if tuple(state["state"].shape) != tuple(self._state.shape):
+            raise CheckpointError(
+                f"{where}: saved env state has shape {tuple(state['state'].shape)}, "
+                f"this env {tuple(self._state.shape)}"
+            )
+        self._state = state["state"].to(self.device)
+        self._steps = state["steps"].to(self.device)
+        self._returns = state["returns"].to(self.device)
+        self._generator.set_state(state["generator"])
+        self._started = True
 
     def close(self) -> None:
         pass
