@@ -26,6 +26,11 @@ REGISTRY: dict[str, str] = {
     "grpo": "pgrad.algorithms.score_function.grpo:GRPO",
     "rloo": "pgrad.algorithms.score_function.rloo:RLOO",
     "is_pg": "pgrad.algorithms.score_function.is_pg:ImportanceSampledPG",
+    "ddpg": "pgrad.algorithms.critic.ddpg:DDPG",
+    "td3": "pgrad.algorithms.critic.td3:TD3",
+    "sac": "pgrad.algorithms.critic.sac:SAC",
+    "sac_discrete": "pgrad.algorithms.critic.sac_discrete:DiscreteSAC",
+    "crossq": "pgrad.algorithms.critic.crossq:CrossQ",
 }
 
 

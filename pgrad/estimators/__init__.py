@@ -43,6 +43,14 @@ from pgrad.estimators.losses import (
 from pgrad.estimators.pathwise import bptt_loss, deterministic_actor_loss, reparameterised_actor_loss
 from pgrad.estimators.relaxations import gumbel_softmax, reinmax, straight_through
 from pgrad.estimators.returns import n_step_return, reward_to_go, td_lambda_return, total_return
+from pgrad.estimators.targets import (
+    ensemble_min,
+    expected_soft_value,
+    polyak_update,
+    soft_value,
+    td_target,
+    temperature_loss,
+)
 from pgrad.estimators.trust_region import (
     backtracking_line_search,
     conjugate_gradient,
@@ -74,7 +82,9 @@ __all__ = [
     "cumulative_log_ratio",
     "deterministic_actor_loss",
     "effective_sample_size",
+    "ensemble_min",
     "episode_index",
+    "expected_soft_value",
     "explained_variance",
     "finite_difference_gradient",
     "fisher_vector_product",
@@ -101,13 +111,17 @@ __all__ = [
     "optimal_baseline",
     "per_decision_weights",
     "per_step_mean_baseline",
+    "polyak_update",
     "reinmax",
     "reparameterised_actor_loss",
     "reward_to_go",
     "score_function_loss",
     "set_flat_params",
+    "soft_value",
     "straight_through",
     "td_lambda_return",
+    "td_target",
+    "temperature_loss",
     "total_return",
     "trajectory_weights",
     "value_loss",
