@@ -3,6 +3,10 @@
 - DPG through a critic (LQR, deterministic linear policy u = −Kx): ĝ = Σ_t γᵗ ∇_u Q̂(x_t, u)|_{u=−Kx_t} ∇_K u,
   via `deterministic_actor_loss`, with Q̂ the exact Q of the policy (cost matrix P from the Lyapunov equation)
   plus a controlled perturbation of P: exact Q gives ∇J, a wrong one a bias that grows with its error.
+- The shipped actor losses of DDPG, TD3 and SAC (`deterministic_actor_loss`, `reparameterised_actor_loss` with
+  `ensemble_min`) on the same LQR, through a `QEnsemble` critic (exact Q, or members regressed on samples of
+  the exact Q), with states drawn from the policy's discounted state distribution as a replay batch would
+  give them; exact ∇J from `lqr_objective_gradient` (σ = 0 for DDPG/TD3, the SAC policy's σ for SAC).
 - BPTT through `pgrad.envs.diff` (reparameterised u = −Kx + σε, `bptt_loss`) against the score-function
   estimate on the same rollouts; exact ∇J from `DiffLQR.expected_return`.
 - Categorical relaxations (straight-through, Gumbel-Softmax, ReinMax) on E_{D∼Cat(softmax θ)}[f(D)], whose
@@ -12,20 +16,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from pgrad.envs.diff import ContactToy, DiffLQR
+from pgrad.errors import ConfigError
 from pgrad.estimators import (
     bptt_loss,
     deterministic_actor_loss,
+    ensemble_min,
     finite_difference_gradient,
     gumbel_softmax,
     reinmax,
+    reparameterised_actor_loss,
     straight_through,
 )
 from pgrad.lab.exact import lqr_objective_gradient, lqr_problem, lqr_solution
 from pgrad.lab.measure import Estimator
+from pgrad.policies.critics import QEnsemble
 
 # -- DPG through a critic with controllable error -----------------------------------------------------------
 
@@ -110,6 +120,194 @@ def dpg_estimator(
         (grad,) = torch.autograd.grad(loss, K_var)
         return -grad.reshape(-1), float(budget * horizon)
 
+    return estimate
+
+
+# -- the shipped actor losses (DDPG, TD3, SAC) through a critic ensemble -------------------------------------
+
+ACTOR_LOSSES = ("ddpg", "td3", "sac", "sac_q1")
+"""ddpg: −mean Q(x, μ(x)) of a one-member critic; td3: −mean Q₁(x, μ(x)) of twin critics; sac:
+mean[α log π(u|x) − min_j Q_j(x, u)], u = −Kx + σε reparameterised; sac_q1: SAC's loss on Q₁ alone (not
+shipped: the ablation that isolates what the min of the twins does)."""
+
+CRITIC_SAMPLES = (300, 3000, 30000)  # the sample budgets N of the fitted critics of the critic study
+CRITIC_SIGMA = 0.5  # σ of the SAC policy u = −Kx + σε and of the behaviour that collects the critic's data
+
+
+class ExactQ(torch.nn.Module):
+    """E copies of the exact Q(x, u) of the gain K (cost matrix P, `exact_q`) as an ensemble: (x [N, n],
+    u [N, m]) -> [E, N], the output of a `QEnsemble`. The Q of the noisy policy u = −Kx + σε differs from
+    the deterministic policy's by a constant, so the same critic is exact for DDPG, TD3 and SAC."""
+
+    def __init__(self, problem, K: Tensor, members: int = 1):
+        super().__init__()
+        self.problem, self.members = problem, members
+        self.P = lqr_solution(problem, K).P
+
+    def forward(self, x: Tensor, u: Tensor) -> Tensor:
+        return exact_q(self.problem, self.P, x, u).expand(self.members, -1)
+
+
+def visitation_sampler(problem, K: Tensor, sigma: float = 0.0, tolerance: float = 1e-12):
+    """A sampler (count, generator) -> x [count, n] of the normalised discounted state distribution
+    d(x) = (1 − γ) Σ_t γᵗ p_t(x) of u = −Kx + σε from x₀ ~ N(0, Σ₀): t ~ Geometric (P(t) = (1 − γ)γᵗ), then
+    x_t ~ N(0, C_t), C_t = A_Kᵗ Σ₀ A_Kᵗᵀ + σ² Σ_{k<t} A_Kᵏ BBᵀ A_Kᵏᵀ (a symmetric square root of each C_t is
+    precomputed; t is truncated where γᵗ < `tolerance`). E_d[xxᵀ] = (1 − γ)Σ, Σ of `lqr_solution`."""
+    gamma = problem.gamma
+    if not 0.0 < gamma < 1.0:
+        raise ConfigError(f"visitation_sampler: needs 0 < γ < 1, got {gamma}")
+    A_K = problem.A - problem.B @ K
+    noise = sigma**2 * problem.B @ problem.B.T
+    horizon = math.ceil(math.log(tolerance) / math.log(gamma))
+    roots, power, noise_sum = [], torch.eye(problem.n, dtype=torch.float64), torch.zeros_like(noise)
+    for _ in range(horizon):
+        lam, V = torch.linalg.eigh(power @ problem.Sigma0 @ power.T + noise_sum)
+        roots.append(V @ torch.diag(lam.clamp_min(0.0).sqrt()) @ V.T)
+        noise_sum = A_K @ noise_sum @ A_K.T + noise
+        power = A_K @ power
+    roots_t = torch.stack(roots)  # [T, n, n]
+
+    def sample(count: int, gen: torch.Generator) -> Tensor:
+        uniform = torch.rand(count, generator=gen, dtype=torch.float64).clamp_min(1e-300)
+        t = torch.floor(torch.log(uniform) / math.log(gamma)).long().clamp_max(horizon - 1)
+        z = torch.randn(count, problem.n, 1, generator=gen, dtype=torch.float64)
+        return (roots_t[t] @ z).squeeze(-1)
+
+    return sample
+
+
+def actor_loss_problem(seed: int = 0, sigma: float = CRITIC_SIGMA):
+    """`dpg_problem`'s LQR and gain K, with the exact ∇_K J of the deterministic policy u = −Kx (DDPG, TD3)
+    and of the Gaussian policy u = −Kx + σε (SAC): returns (problem, K, {"deterministic": ∇J, "sac": ∇J})."""
+    problem, K, exact = dpg_problem(seed)
+    return problem, K, {"deterministic": exact, "sac": lqr_objective_gradient(problem, K, sigma).reshape(-1)}
+
+
+def fitted_q_ensemble(
+    problem,
+    K: Tensor,
+    samples: int,
+    members: int = 2,
+    seed: int = 0,
+    steps: int = 3000,
+    hidden_sizes: tuple[int, ...] = (64, 64),
+    activation: str = "relu",
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    behaviour_std: float = CRITIC_SIGMA,
+) -> QEnsemble:
+    """A `QEnsemble` (the shipped critic class, ReLU as shipped, 64×64 to keep the study fast) regressed on
+    the exact Q at `samples` state-action pairs of a replay: x from the discounted state distribution of the
+    behaviour u = −Kx + σ_b ε and u that behaviour's action. Each member fits its own bootstrap resample of
+    the samples from its own initialisation with its own minibatches (`steps` Adam steps of `batch_size`,
+    float32, the training loop's squared error), so twins differ as they do in training. No TD
+    bootstrapping: the critic's error is approximation and finite-data error only. Returned in float64,
+    frozen."""
+    gen = torch.Generator().manual_seed(seed)
+    x = visitation_sampler(problem, K, behaviour_std)(samples, gen)
+    u = -x @ K.T + behaviour_std * torch.randn(samples, problem.m, generator=gen, dtype=torch.float64)
+    inputs = torch.cat([x, u], 1).float()
+    target = exact_q(problem, lqr_solution(problem, K).P, x, u).float()
+    boot = torch.randint(0, samples, (members, samples), generator=gen)  # member e's bootstrap sample
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        critic = QEnsemble(problem.n, problem.m, hidden_sizes, activation, members)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=lr)
+    for _ in range(steps):
+        index = boot.gather(1, torch.randint(0, samples, (members, batch_size), generator=gen))  # [E, b]
+        loss = 0.5 * (critic.net(inputs[index]).squeeze(-1) - target[index]).square().mean(1).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return critic.double().requires_grad_(False)
+
+
+def actor_loss_estimator(
+    problem,
+    K: Tensor,
+    algorithm: str,
+    critic,
+    sigma: float = CRITIC_SIGMA,
+    alpha: float = 0.2,
+    chunk: int = 1 << 15,
+) -> Estimator:
+    """The actor gradient exactly as the shipped `algorithm` (`ACTOR_LOSSES`) forms it, on a batch of B
+    states x from the policy's normalised discounted state distribution (on-policy, as in a replay batch):
+
+        ddpg, td3   q = critic(x, μ(x))[0]                 loss = deterministic_actor_loss(q)
+        sac         u = −Kx + σε, log π(u|x) of N(−Kx, σ²)  loss = reparameterised_actor_loss(
+                    q = ensemble_min(critic(x, u))                      q, log π, α)
+        sac_q1      as sac with q = critic(x, u)[0]
+
+    `critic` maps (x [N, n], u [N, m]) to [E, N] (a `QEnsemble` or `ExactQ`); ddpg needs E = 1. The estimate
+    is −∇_K loss / (1 − γ): the batch mean estimates (1 − γ)∇J, the gradient of the unnormalised
+    discounted objective (a positive factor, which the learning rate absorbs in training). With the exact
+    Q it is unbiased for every algorithm: ∇_K E[Q(x, −Kx + σε)] = ∇_K J of the noisy policy
+    (reparameterised policy gradient theorem) and α log π(u|x) = log N(σε; 0, σ²) does not depend on K.
+    M estimates are drawn at once: each batch of B states has its own copy of K and its own loss, so one
+    backward pass gives every estimate (in chunks of at most `chunk` states)."""
+    if algorithm not in ACTOR_LOSSES:
+        raise ConfigError(f"unknown actor loss '{algorithm}' (known: {', '.join(ACTOR_LOSSES)})")
+    stochastic = algorithm.startswith("sac")
+    sigma = sigma if stochastic else 0.0
+    sample_states = visitation_sampler(problem, K, sigma)
+    n, m, scale = problem.n, problem.m, 1.0 / (1.0 - problem.gamma)
+
+    def gradients(budget: int, estimates: int, gen: torch.Generator) -> Tensor:
+        K_var = K.expand(estimates, m, n).clone().requires_grad_(True)  # [M, m, n]
+        x = sample_states(budget * estimates, gen).reshape(estimates, budget, n)
+        mean = -x @ K_var.transpose(1, 2)  # μ(x) = −Kx, [M, B, m]
+        if stochastic:
+            u = mean + sigma * torch.randn(estimates, budget, m, generator=gen, dtype=torch.float64)
+            log_prob = torch.distributions.Normal(mean, sigma).log_prob(u).sum(-1)  # [M, B]
+        else:
+            u = mean
+        q = critic(x.reshape(-1, n), u.reshape(-1, m)).reshape(-1, estimates, budget)  # [E, M, B]
+        if algorithm == "ddpg" and q.shape[0] != 1:
+            raise ConfigError(f"ddpg's critic is a single network, got an ensemble of {q.shape[0]}")
+        if stochastic:
+            q_pi = ensemble_min(q) if algorithm == "sac" else q[0]
+            batch = [reparameterised_actor_loss(q_pi[j], log_prob[j], alpha)[0] for j in range(estimates)]
+        else:  # DDPG's only critic, TD3's Q₁
+            batch = [deterministic_actor_loss(q[0, j])[0] for j in range(estimates)]
+        (grad,) = torch.autograd.grad(torch.stack(batch).sum(), K_var)  # batch j's loss reaches K_var[j] only
+        return -scale * grad.reshape(estimates, -1)
+
+    def draw(budget: int, estimates: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        per_chunk = max(1, chunk // budget)
+        sizes = [min(per_chunk, estimates - i) for i in range(0, estimates, per_chunk)]
+        return torch.cat([gradients(budget, size, gen) for size in sizes]), float(budget)
+
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        grads, cost = draw(budget, 1, gen)
+        return grads[0], cost
+
+    estimate.batch = draw  # type: ignore[attr-defined]
+    return estimate
+
+
+def paired_difference_estimator(first: Estimator, second: Estimator, exact: Tensor) -> Estimator:
+    """ĝ₁ − ĝ₂ + ∇J with both estimators drawing the same random numbers (a copy of the generator for the
+    second): its bias against ∇J is E[ĝ₁ − ĝ₂], measured on paired samples, so the noise the two share
+    cancels (e.g. the min of twin critics against Q₁ alone, the min's own bias). The estimators must draw
+    the same random numbers in the same order (sac and sac_q1 do)."""
+
+    def twin(gen: torch.Generator) -> torch.Generator:
+        copy = torch.Generator()
+        copy.set_state(gen.get_state())
+        return copy
+
+    def draw(budget: int, estimates: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        other = twin(gen)
+        a, cost_a = first.batch(budget, estimates, gen)  # type: ignore[attr-defined]
+        b, cost_b = second.batch(budget, estimates, other)  # type: ignore[attr-defined]
+        return a - b + exact.reshape(-1), cost_a + cost_b
+
+    def estimate(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
+        grads, cost = draw(budget, 1, gen)
+        return grads[0], cost
+
+    estimate.batch = draw  # type: ignore[attr-defined]
     return estimate
 
 

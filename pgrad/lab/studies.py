@@ -10,13 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import Tensor
+
 from pgrad.lab.measure import Estimator, Measurement, measure
 from pgrad.lab.pathwise import (
+    CRITIC_SAMPLES,
+    ExactQ,
+    actor_loss_estimator,
+    actor_loss_problem,
     bptt_estimator,
     diff_lqr_problem,
     dpg_estimator,
     dpg_problem,
-    fitted_q_network,
+    fitted_q_ensemble,
+    paired_difference_estimator,
     relaxation_estimator,
     relaxation_problem,
     zeroth_order_estimator,
@@ -105,17 +112,49 @@ def study_off_policy(options: StudyOptions) -> tuple[str, list[Measurement]]:
 
 
 def study_critic(options: StudyOptions) -> tuple[str, list[Measurement]]:
-    """DPG through a critic on LQR: exact Q, and Q with relative errors 0.05, 0.1, 0.2 (budget: x₀ draws).
+    """DPG through a critic with a controlled error, and the shipped actor losses of DDPG, TD3 and SAC through
+    exact and fitted critics, on an LQR (budget B: x₀ draws for DPG, replay states for the shipped losses).
 
-    ĝ = 1/B Σ_b Σ_t γᵗ ∇_u Q̂(x_t, u)|_{u = −K x_t} ∇_K u for the deterministic policy u = −Kx; Q̂ uses the
-    policy's cost matrix P (exact) or P + error·‖P‖·E (a wrong critic). Exact ∇J from the closed form
-    ∇_K J = −2[(R + γBᵀPB)K − γBᵀPA]Σ."""
+    DPG: ĝ = 1/B Σ_b Σ_t γᵗ ∇_u Q̂(x_t, u)|_{u = −K x_t} ∇_K u for u = −Kx; Q̂ uses the policy's cost matrix P
+    (exact) or P + error·‖P‖·E (a wrong critic). Shipped losses (`actor_loss_estimator`), on B states from the
+    policy's discounted state distribution: DDPG −mean Q(x, −Kx) (`deterministic_actor_loss`, one-member
+    `QEnsemble`), TD3 −mean Q₁(x, −Kx) of twins, SAC mean[α log π(u|x) − min_j Q_j(x, u)] with u = −Kx + 0.5ε
+    reparameterised (`reparameterised_actor_loss`, `ensemble_min`); ĝ = −∇_K loss / (1 − γ). Critics: the
+    exact Q, or `QEnsemble`s (64×64 ReLU) regressed on N exact Q values of a replay of u = −Kx + 0.5ε, each
+    member on its own bootstrap and initialisation (`fitted_q_ensemble`). Not shipped: SAC's loss on Q₁
+    alone, and "SAC min − Q₁ (paired)" = ĝ_SAC − ĝ_Q₁ + ∇J on the same samples, whose bias is the min's
+    own. Exact ∇J: the closed form ∇_K J = −2[(R + γBᵀPB)K − γBᵀPA]Σ, with Σ of the noisy policy for SAC
+    (α log π(u|x) = log N(σε; 0, σ²) does not depend on K)."""
     problem, K, exact = dpg_problem(options.seed)
-    estimators = {f"DPG, critic error {e}": dpg_estimator(problem, K, e) for e in (0.0, 0.05, 0.1, 0.2)}
-    for samples in (200, 5000):
-        critic = fitted_q_network(problem, K, samples)
-        estimators[f"DPG, fitted Q network ({samples} samples)"] = dpg_estimator(problem, K, critic=critic)
-    return "Pathwise gradient through a critic (DPG) on a 3-state LQR", _run(options, estimators, exact)
+    named: dict[str, tuple[Estimator, Tensor]] = {
+        f"DPG, critic error {e}": (dpg_estimator(problem, K, e), exact) for e in (0.0, 0.05, 0.1, 0.2)
+    }
+    _, _, exacts = actor_loss_problem(options.seed)
+    deterministic, stochastic = exacts["deterministic"], exacts["sac"]
+    critics = {"exact Q": (ExactQ(problem, K, 1), ExactQ(problem, K, 2))}
+    for samples in CRITIC_SAMPLES:
+        single = fitted_q_ensemble(problem, K, samples, members=1, seed=options.seed + 10)
+        twins = fitted_q_ensemble(problem, K, samples, members=2, seed=options.seed + 20)
+        critics[f"fitted, N = {samples}"] = (single, twins)
+    for label, (single, twins) in critics.items():
+        sac = actor_loss_estimator(problem, K, "sac", twins)
+        named[f"DDPG, {label}"] = (actor_loss_estimator(problem, K, "ddpg", single), deterministic)
+        named[f"TD3 (Q₁ of twins), {label}"] = (actor_loss_estimator(problem, K, "td3", twins), deterministic)
+        named[f"SAC (min of twins), {label}"] = (sac, stochastic)
+        if label == "exact Q":
+            continue  # the min of two exact critics is the exact critic: nothing to ablate
+        sac_q1 = actor_loss_estimator(problem, K, "sac_q1", twins)
+        named[f"SAC loss on Q₁ (ablation), {label}"] = (sac_q1, stochastic)
+        named[f"SAC min − Q₁ (paired), {label}"] = (
+            paired_difference_estimator(sac, sac_q1, stochastic),
+            stochastic,
+        )
+    title = "Pathwise gradients through a critic on a 3-state LQR: DPG, and DDPG / TD3 / SAC's actor losses"
+    return title, [
+        measure(name, est, g, budget, options.estimates, seed=options.seed)
+        for name, (est, g) in named.items()
+        for budget in options.budgets
+    ]
 
 
 def study_bptt(options: StudyOptions) -> tuple[str, list[Measurement]]:
