@@ -39,6 +39,10 @@ PPO_CARTPOLE = dict(
     anneal_clip=True,
 )
 
+# Learned critics on Pendulum-v1: small networks, a short warm-up, batch 128 (rl-zoo uses 256×256 and
+# 10k random steps; at 20k steps both reach ≥ −200, these settings get there in a few thousand).
+CRITIC_PENDULUM = dict(hidden_sizes=(64, 64), learning_starts=500, batch_size=128)
+
 CASES: dict[str, dict[str, Any]] = {
     "reinforce-cartpole": dict(
         algo="reinforce", env="CartPole-v1", budget=500_000, threshold=475, options={}
@@ -99,6 +103,42 @@ CASES: dict[str, dict[str, Any]] = {
     "grpo-cartpole": dict(
         algo="grpo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
     ),
+    "sac-pendulum": dict(
+        algo="sac",
+        env="Pendulum-v1",
+        budget=20_000,
+        threshold=-200,
+        eval_every=1000,
+        eval_episodes=10,
+        options={**CRITIC_PENDULUM, "actor_lr": 3e-3, "critic_lr": 3e-3},
+    ),
+    "td3-pendulum": dict(
+        algo="td3",
+        env="Pendulum-v1",
+        budget=20_000,
+        threshold=-200,
+        eval_every=1000,
+        eval_episodes=10,
+        options=CRITIC_PENDULUM,
+    ),
+    "ddpg-pendulum": dict(
+        algo="ddpg",
+        env="Pendulum-v1",
+        budget=20_000,
+        threshold=-200,
+        eval_every=1000,
+        eval_episodes=10,
+        options=CRITIC_PENDULUM,
+    ),
+    "crossq-pendulum": dict(
+        algo="crossq",
+        env="Pendulum-v1",
+        budget=20_000,
+        threshold=-200,
+        eval_every=1000,
+        eval_episodes=10,
+        options={**CRITIC_PENDULUM, "critic_hidden_sizes": (128, 128)},
+    ),
     "rloo-cartpole": dict(
         algo="rloo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
     ),
@@ -117,9 +157,10 @@ def run_case(name: str, seed: int, run_dir: str | None = None) -> dict[str, Any]
         seed=seed,
         run_dir=run_dir,
         eval_every=case.get("eval_every", 10_000),
-        eval_episodes=20,
+        eval_episodes=case.get("eval_episodes", 20),
         target_return=case["threshold"],
         checkpoint_every=0,
+        checkpoint_minutes=0,
         progress=False,
         tensorboard=False,
         **case["options"],
@@ -155,7 +196,8 @@ def _write(rows: list[dict[str, Any]]) -> None:
     lines = [
         "# Learning acceptance runs",
         "",
-        "Eval = 20 deterministic episodes; a run stops at the first evaluation at or above the threshold.",
+        "Eval = 20 deterministic episodes (10 for the learned-critic cases); a run stops at the first",
+        "evaluation at or above the threshold.",
         "Settings per case in `benchmarks/acceptance.py`; 1 torch thread; timings on a shared 2-core",
         "machine (other jobs ran alongside, so times are noisy).",
         "",

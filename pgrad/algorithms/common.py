@@ -113,8 +113,12 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[Tensor], ma
     """Clip the gradients of `params` to global norm `max_norm` (0: no clip) and take one optimiser step.
 
     Returns the global gradient norm before clipping, as a 0-d tensor (no device sync)."""
-    limit = max_norm if max_norm > 0 else float("inf")
-    grad_norm = nn.utils.clip_grad_norm_(list(params), limit, foreach=True)
+    params = list(params)
+    if max_norm > 0:
+        grad_norm = nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    else:  # the norm only: scaling every gradient by min(1, ∞) would change nothing and cost a pass
+        grads = [p.grad for p in params if p.grad is not None]
+        grad_norm = nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
     optimizer.step()
     return grad_norm
 

@@ -4,7 +4,8 @@ A twin critic (TD3, SAC) is two MLPs that always see the same inputs. Stacking t
 tensors turns 2·L matrix products into L batched ones (`torch.baddbmm`), halving the kernel launches that
 dominate small networks on a CPU, and lets one optimiser step update both (one fused kernel per tensor). The
 members stay independent: their parameters never mix, and `member(e)` rebuilds member e as a plain
-`nn.Sequential` whose outputs equal the ensemble's exactly.
+`nn.Sequential` whose outputs equal the ensemble's member e up to the BLAS's summation order (a batched and a
+single matrix product may add in different orders: about 1 ulp; bit for bit where the arithmetic is exact).
 
     QEnsemble(obs_dim, action_dim, ...)(obs, actions) → [E, B]          Box actions: Q(s, a) from concat(s, a)
     QEnsemble(obs_dim, 0, outputs=|A|, ...)(obs)       → [E, B, |A|]     discrete: Q(s, ·) for every action
@@ -124,12 +125,13 @@ class EnsembleMLP(nn.Module):
 
     def member(self, e: int) -> nn.Sequential:
         """Member e as a plain `nn.Sequential` of `nn.Linear` (and activation) with copies of its weights
-        (no batch norm); its outputs equal the ensemble's member e exactly."""
+        (no batch norm); its outputs equal the ensemble's member e up to summation order."""
         if self.batch_norm:
             raise ConfigError("member() rebuilds plain MLPs; a batch-normalised ensemble has no such twin")
         modules: list[nn.Module] = []
         for i, layer in enumerate(self.layers):
-            linear = nn.Linear(layer.in_features, layer.out_features)
+            like = {"device": layer.weight.device, "dtype": layer.weight.dtype}  # a float64 ensemble stays so
+            linear = nn.Linear(layer.in_features, layer.out_features, **like)
             with torch.no_grad():
                 linear.weight.copy_(layer.weight[e].T)
                 linear.bias.copy_(layer.bias[e, 0])

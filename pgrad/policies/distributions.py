@@ -233,6 +233,11 @@ class TanhGaussian(Distribution):
         with torch.no_grad():
             return self.rsample(sample_shape)
 
+    def sample_with(self, noise: Tensor) -> Tensor:
+        """The action c + s·tanh(μ + σ·noise) for given standard-normal `noise` (e.g. colored exploration
+        noise instead of independent draws); differentiable like `rsample`."""
+        return self._squash(self.mu + self.sigma * noise.to(self.mu))
+
     def pre_tanh(self, value: Tensor) -> Tensor:
         """The pre-squash ``u`` of an action: the cached one for the last sample, else clamped atanh."""
         if self._cache is not None and value is self._cache[0]:

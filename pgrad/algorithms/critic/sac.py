@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -43,7 +43,9 @@ from pgrad.estimators import (
 from pgrad.optim import make_optimizer
 from pgrad.policies.critics import QEnsemble
 from pgrad.policies.networks import Policy
+from pgrad.policies.noise import ColoredNoise
 from pgrad.run.replay import ReplayBatch
+from pgrad.run.seeding import derive_seed
 
 
 @dataclass
@@ -62,6 +64,11 @@ class Config(OffPolicyConfig):
     """Critics in the ensemble (the target takes their minimum)."""
     target_update_interval: int = 1
     """Updates between Polyak steps of the target critics."""
+    exploration: Literal["white", "pink"] = "white"
+    """Noise of the exploring samples: independent per step, or temporally correlated colored noise with
+    spectrum 1/f^β (Eberhard et al. 2023: explores tasks that need long consistent pushes)."""
+    noise_beta: float = 1.0
+    """β of the colored noise (1: pink, 0: white, 2: red)."""
 
 
 class SAC(OffPolicy):
@@ -80,8 +87,18 @@ class SAC(OffPolicy):
                 f"alpha must be >= 0 and init_alpha > 0, got {config.alpha}, {config.init_alpha}"
             )
         self.policy = Policy(
-            envs.obs_dim, space, config.hidden_sizes, config.activation, head="tanh_gaussian"
+            envs.obs_dim,
+            space,
+            config.hidden_sizes,
+            config.activation,
+            head="tanh_gaussian",
+            cache_pre_tanh=True,
         ).to(device)
+        self.noise = None
+        if config.exploration == "pink":
+            length = envs.max_episode_steps or 1000
+            seed_noise = derive_seed(seed, "noise")
+            self.noise = ColoredNoise(config.noise_beta, envs.num_envs, space.shape[0], length, seed_noise)
         self.critic = self.make_critic(envs.obs_dim, space.shape[0]).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_params = list(self.policy.parameters())
@@ -107,7 +124,10 @@ class SAC(OffPolicy):
         return {}
 
     def explore(self, obs: Tensor) -> Tensor:
-        return self.policy.distribution(obs).sample()
+        dist = self.policy.distribution(obs)
+        if self.noise is None:
+            return dist.sample()
+        return dist.sample_with(self.noise(restart=self.collector.last_done))
 
     def update(self, batch: ReplayBatch) -> dict[str, Tensor]:
         config = self.config
@@ -163,4 +183,5 @@ class SAC(OffPolicy):
             "critic_optimizer": self.critic_optimizer,
             "alpha_optimizer": self.alpha_optimizer,
             "temperature": TensorState(self, "log_alpha"),
+            **({"noise": self.noise} if self.noise is not None else {}),
         }
