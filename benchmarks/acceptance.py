@@ -139,6 +139,28 @@ CASES: dict[str, dict[str, Any]] = {
         eval_episodes=10,
         options={**CRITIC_PENDULUM, "critic_hidden_sizes": (128, 128)},
     ),
+    "sac_discrete-cartpole": dict(
+        algo="sac_discrete",
+        env="CartPole-v1",
+        budget=100_000,
+        threshold=475,
+        eval_every=5000,
+        eval_episodes=10,
+        options={"learning_starts": 1000},
+    ),
+    # MountainCarContinuous needs long, consistent pushes that white exploration noise rarely makes: pink
+    # (1/f) noise in SAC's exploring samples (Eberhard et al. 2023); rl-zoo uses gSDE for the same reason.
+    "sac-mountaincar": dict(
+        algo="sac",
+        env="MountainCarContinuous-v0",
+        budget=50_000,
+        threshold=90,
+        eval_every=2500,
+        eval_episodes=10,
+        options=dict(
+            hidden_sizes=(64, 64), learning_starts=1000, exploration="pink", actor_lr=1e-3, critic_lr=1e-3
+        ),
+    ),
     "rloo-cartpole": dict(
         algo="rloo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
     ),

@@ -8,8 +8,8 @@ or through a differentiable simulator into the rewards.
 Each function is a loss to *minimise* whose autograd gradient is the negative pathwise estimate; nothing is
 detached except flags (the caller decides what carries grad: e.g. the critic's parameters should be frozen or
 left out of the actor optimiser, while the gradient w.r.t. the action or state must flow through Q / V).
-Losses return ``(loss, info)`` with ``info`` a dict of Python floats. Bad arguments raise
-:class:`~pgrad.errors.ConfigError`.
+Losses return ``(loss, info)``; the actor losses' ``info`` holds detached 0-d tensors (no host sync).
+Bad arguments raise :class:`~pgrad.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def deterministic_actor_loss(q_values: Tensor) -> tuple[Tensor, dict[str, float]
         (loss, info) with info ``q_mean``.
     """
     q_values = _c.float_tensor("q_values", q_values)
-    loss = -q_values.mean() if q_values.numel() > 0 else q_values.sum() * 0.0
-    return loss, {"q_mean": float(q_values.detach().mean()) if q_values.numel() > 0 else 0.0}
+    if q_values.numel() == 0:
+        return q_values.sum() * 0.0, {"q_mean": q_values.new_zeros(())}
+    return -q_values.mean(), {"q_mean": q_values.detach().mean()}
 
 
 def reparameterised_actor_loss(
@@ -59,18 +60,21 @@ def reparameterised_actor_loss(
     """
     q_values = _c.float_tensor("q_values", q_values)
     log_prob = _c.like("log_prob", log_prob, q_values, "q_values")
-    alpha_value = _c.real("alpha", alpha, finite=True)
-    if alpha_value < 0.0:
-        raise ConfigError(f"alpha must be >= 0, got {alpha_value}")
+    if isinstance(alpha, torch.Tensor):  # a tensor α (SAC's tuned one) is used as is: no host sync
+        if alpha.numel() != 1 or not alpha.is_floating_point():
+            raise ConfigError(f"alpha must be a scalar floating tensor, got shape {tuple(alpha.shape)}")
+        alpha_value = alpha.detach().reshape(())
+    else:
+        alpha_value = _c.real("alpha", alpha, finite=True)
+        if alpha_value < 0.0:
+            raise ConfigError(f"alpha must be >= 0, got {alpha_value}")
     terms = alpha_value * log_prob - q_values
-    loss = terms.mean() if terms.numel() > 0 else terms.sum() * 0.0
-    log_prob_mean = float(log_prob.detach().mean()) if log_prob.numel() > 0 else 0.0
-    info = {
-        "q_mean": float(q_values.detach().mean()) if q_values.numel() > 0 else 0.0,
-        "log_prob_mean": log_prob_mean,
-        "entropy": -log_prob_mean,
-    }
-    return loss, info
+    if terms.numel() == 0:
+        zero = q_values.new_zeros(())
+        return terms.sum() * 0.0, {"q_mean": zero, "log_prob_mean": zero, "entropy": zero}
+    log_prob_mean = log_prob.detach().mean()
+    info = {"q_mean": q_values.detach().mean(), "log_prob_mean": log_prob_mean, "entropy": -log_prob_mean}
+    return terms.mean(), info
 
 
 def bptt_loss(
@@ -136,6 +140,7 @@ def bptt_loss(
         ends = trunc.clone()
         ends[-1] = True  # the window end bootstraps unless terminated
         ends &= ~term
+        bootstrap_values = _c.float_tensor("bootstrap_values", bootstrap_values)  # before reading .ndim
         if bootstrap_values.ndim == 1:
             values = _c.like("bootstrap_values", bootstrap_values, rewards[-1], "rewards[-1]")
             if trunc[:-1].any():

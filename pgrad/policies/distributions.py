@@ -536,7 +536,10 @@ class TanhGaussianHead(_GaussianHead):
     def forward(self, features: Tensor) -> TanhGaussian:
         mean = self.mean_layer(features)
         std = self.log_std(features).exp()
-        return TanhGaussian(mean, std, self.low, self.high, cache_pre_tanh=self.cache_pre_tanh)
+        # validate_args=False like the other heads: σ > 0 by construction, and the check costs a host sync
+        return TanhGaussian(
+            mean, std, self.low, self.high, cache_pre_tanh=self.cache_pre_tanh, validate_args=False
+        )
 
     def to_env_action(self, sample: Tensor) -> Tensor:
         return sample
@@ -570,7 +573,7 @@ class DeterministicHead(_BoxHead):
         scale = torch.where(self.squashed, (self.high - self.low) / 2, 1.0)
         squashed = loc + scale * torch.tanh(raw)
         action = torch.where(self.squashed, squashed, raw)
-        return Deterministic(torch.clamp(action, min=self.low, max=self.high))
+        return Deterministic(torch.clamp(action, min=self.low, max=self.high), validate_args=False)
 
     def to_env_action(self, sample: Tensor) -> Tensor:
         return sample

@@ -350,7 +350,7 @@ def test_sac_update_equals_the_plain_reparameterised_estimator_and_temperature_s
 
 
 def test_discrete_sac_update_takes_the_exact_expectation_over_actions():
-    algo = build("sac_discrete", discrete_env, init_alpha=0.7, alpha_lr=0.02)
+    algo = build("sac_discrete", discrete_env, alpha=None, init_alpha=0.7, alpha_lr=0.02, n_step=1)
     batch = fixed_batch(discrete=True, seed=3)
     config, tau = algo.config, algo.config.tau
     policy = copy.deepcopy(algo.policy)
@@ -579,7 +579,7 @@ RESUME = [
     ("ddpg", "Pendulum-v1", {"noise": "ou"}),
     ("td3", "Pendulum-v1", {}),
     ("sac", "Pendulum-v1", {}),
-    ("sac_discrete", "CartPole-v1", {}),
+    ("sac_discrete", "CartPole-v1", {"alpha": None}),
     ("crossq", "Pendulum-v1", {"critic_hidden_sizes": (16, 16)}),
 ]
 

@@ -37,10 +37,22 @@ from pgrad.run.replay import ReplayBatch
 
 @dataclass
 class Config(OffPolicyConfig):
-    """Discrete SAC options (`pgrad train sac_discrete --help`)."""
+    """Discrete SAC options (`pgrad train sac_discrete --help`). Defaults: Tianshou's CartPole settings
+    (64×64, fixed α 0.05, 3-step returns, actor lr 1e-4, critic lr 1e-3, batch 64) with γ 0.99; with a
+    tuned α (--alpha None) the entropy target keeps CartPole's policy too random to balance 500 steps."""
 
-    alpha: float | None = None
-    """Fixed entropy temperature α (None: tuned automatically)."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the actor and of each critic."""
+    batch_size: int = 64
+    """Transitions per update."""
+    n_step: int = 3
+    """n-step returns in the critic target (cut at episode ends)."""
+    actor_lr: float = 1e-4
+    """Actor learning rate."""
+    critic_lr: float = 1e-3
+    """Critic learning rate."""
+    alpha: float | None = 0.05
+    """Fixed entropy temperature α (None: tuned automatically towards target_entropy_scale · log|A|)."""
     init_alpha: float = 1.0
     """Initial α when it is tuned."""
     target_entropy_scale: float = 0.5
