@@ -31,6 +31,8 @@ REGISTRY: dict[str, str] = {
     "sac": "pgrad.algorithms.critic.sac:SAC",
     "sac_discrete": "pgrad.algorithms.critic.sac_discrete:DiscreteSAC",
     "crossq": "pgrad.algorithms.critic.crossq:CrossQ",
+    "apg": "pgrad.algorithms.differentiable.apg:APG",
+    "shac": "pgrad.algorithms.differentiable.shac:SHAC",
 }
 
 

@@ -102,10 +102,12 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         check_run_dir(self.run_dir, resume)
         seed_everything(run.seed)
+        # The differentiable-simulator family steps the batched torch twin of the env (its gradients).
+        backend = "native" if getattr(algorithm, "differentiable", False) else run.backend
         self.envs = make_env(
             self.env,
             algo_config.num_envs,
-            backend=run.backend,
+            backend=backend,
             algorithm=self.cls.name,
             env_kwargs=self.env_kwargs,
             action_spaces=self.cls.action_spaces,

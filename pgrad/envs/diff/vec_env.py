@@ -115,27 +115,43 @@ class DiffVecEnv:
             )
         actions = actions.reshape(self.num_envs, env.action_dim).to(self.state.dtype)
         with torch.no_grad():
-            state, reward, terminated = env.step(self.state, actions)
-            final_obs = self._obs(state)
+            state, reward, terminated, truncated, final_state, stats = self.advance(self.state, actions)
+            self.state = state
+            result = StepResult(
+                self._obs(state), reward.to(self.dtype), terminated.clone(), truncated, self._obs(final_state)
+            )
+        return result, stats
+
+    def advance(
+        self, state: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, EpisodeStats]:
+        """One differentiable step of every sub-env from `state` (the differentiable algorithms' step).
+
+        Returns (next state to act on — fresh start states, without gradient, where an episode ended —,
+        reward, terminated, truncated, the true next state, episode stats). Gradients flow from the rewards
+        and the next states back through `state` and `actions`; the bookkeeping (steps, returns, autoreset,
+        `global_step`) is the same as `step`'s. The caller keeps the returned state (and stores it, detached,
+        in `self.state` when its window ends)."""
+        true_next, reward, terminated = self.diff_env.step(state, actions)
+        with torch.no_grad():
             self._steps += 1
-            self._returns += reward.to(torch.float64)
+            self._returns += reward.detach().to(torch.float64)
             truncated = (self._steps >= self.max_episode_steps) & ~terminated
             done = terminated | truncated
             self.global_step += self.num_envs
             stats = EpisodeStats(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            fresh = None
             if bool(done.any()):
                 rows = done.nonzero().squeeze(1)
                 stats = EpisodeStats(
                     self._returns[rows].cpu().numpy(), self._steps[rows].cpu().numpy(), rows.cpu().numpy()
                 )
-                state = state.clone()
-                state[rows] = self._start_states(len(rows)).to(state.dtype)
+                fresh = true_next.detach().clone()
+                fresh[rows] = self._start_states(len(rows)).to(fresh.dtype)
                 self._steps[rows] = 0
                 self._returns[rows] = 0.0
-            self.state = state
-            next_obs = self._obs(state)
-        result = StepResult(next_obs, reward.to(self.dtype), terminated.clone(), truncated, final_obs)
-        return result, stats
+        next_state = true_next if fresh is None else torch.where(done[:, None], fresh, true_next)
+        return next_state, reward, terminated, truncated, true_next, stats
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         """Batched state, step counters, returns and start-state generator (a resume continues exactly)."""

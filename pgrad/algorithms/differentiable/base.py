@@ -1,0 +1,109 @@
+"""What the differentiable-simulator algorithms share: a differentiable rollout window through the env.
+
+`rollout(envs, act, steps)` starts from the env's current batched state (carried over from the previous
+window as a constant: gradients never cross a window boundary — truncated BPTT), steps every sub-env
+`steps` times through `DiffVecEnv.advance` with `act(obs)` and keeps everything the losses need:
+
+    rewards [T, N]      r_t(θ), differentiable through the actions and the states
+    final_obs [T, N, D] observation of the true next state s_{t+1} (the final state where an episode ended),
+                        differentiable (a critic bootstrap V(s_{t+1}) depends on θ through it)
+    obs [T, N, D]       the observations acted on (detached: the critic's regression inputs)
+    terminated, truncated [T, N]
+
+Where an episode ends, the env restarts that row from a fresh start state (no gradient); the window's loss
+cuts its return there (`pgrad.estimators.bptt_loss`). The window's last state goes back, detached, into the
+env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pgrad.envs.base import VecEnv
+from pgrad.errors import ConfigError
+
+
+@dataclass
+class Window:
+    """One differentiable rollout window, time-major (see the module docstring)."""
+
+    obs: Tensor
+    rewards: Tensor
+    final_obs: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def require_differentiable(envs: VecEnv, algorithm: str) -> Any:
+    """The env's differentiable model, or a one-line error saying how to get one."""
+    if not hasattr(envs, "advance") or not hasattr(envs, "diff_env"):
+        raise ConfigError(
+            f"{algorithm} backpropagates through the simulator: it needs a differentiable env, e.g. "
+            "--env pgrad/DiffPendulum-v0, pgrad/CartPoleSwingUp-v0, pgrad/DiffLQR-v0 or pgrad/ContactToy-v0 "
+            f"(env '{envs.label}' is not one)"
+        )
+    return envs.diff_env
+
+
+def rollout(envs: Any, act: Callable[[Tensor], Tensor], steps: int, seed: int) -> Window:
+    """A differentiable window of `steps` steps from the env's current state (see the module docstring)."""
+    if not envs._started:
+        envs.reset(seed=seed)
+    env = envs.diff_env
+    state = envs.state.detach()  # the carried state is a constant: truncated BPTT
+    obs, rewards, finals, terms, truncs = [], [], [], [], []
+    returns, lengths = [], []
+    for _ in range(steps):
+        o = env.observe(state)
+        action = act(o)
+        state, reward, terminated, truncated, true_next, stats = envs.advance(state, action.to(state.dtype))
+        obs.append(o.detach())
+        rewards.append(reward)
+        finals.append(env.observe(true_next))
+        terms.append(terminated)
+        truncs.append(truncated)
+        if len(stats.env_index):
+            returns.append(stats.returns)
+            lengths.append(stats.lengths)
+    envs.state = state.detach()
+    return Window(
+        torch.stack(obs),
+        torch.stack(rewards),
+        torch.stack(finals),
+        torch.stack(terms),
+        torch.stack(truncs),
+        np.concatenate(returns) if returns else np.zeros(0),
+        np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+    )
+
+
+def gradient_spread(
+    group_loss: Callable[[Tensor], Tensor], params: list[Tensor], n: int, groups: int = 8
+) -> Tensor:
+    """Spread of the actor gradient across envs: the trace of the per-env gradient covariance, estimated from
+    the gradients of `groups` disjoint groups of envs (`group_loss(columns)` is the loss of those columns).
+
+    A group of m envs averages m per-env gradients, so Var(group gradient) = Var(env gradient) / m. Costs
+    `groups` backward passes through the window's graph, so algorithms compute it only on demand.
+    """
+    groups = max(2, min(groups, n))
+    flat = []
+    for columns in torch.arange(n).chunk(groups):
+        grads = torch.autograd.grad(group_loss(columns), params, retain_graph=True, allow_unused=True)
+        flat.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).reshape(-1)
+                    for g, p in zip(grads, params, strict=True)
+                ]
+            )
+        )
+    return torch.stack(flat).var(dim=0, correction=1).sum() * (n / groups)
