@@ -25,6 +25,8 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from pgrad.errors import CheckpointError
+
 EnvFactory = Callable[..., gym.Env]
 
 
@@ -97,3 +99,38 @@ class DiffEnv(Protocol):
     def step(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
 
     def observe(self, state: Tensor) -> Tensor: ...
+
+
+class TensorEnvState:
+    """`state_dict` / `load_state_dict` of a batched torch env whose whole state is tensors: `state`, the
+    step counters `_steps`, the episode returns `_returns` and the start-state generator `_generator`
+    (the native twins). A checkpoint then holds the envs mid-episode and a resume continues exactly."""
+
+    state: Tensor
+    _steps: Tensor
+    _returns: Tensor
+    _generator: torch.Generator
+    _started: bool
+    device: torch.device
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if not self._started:
+            return None
+        return {
+            "state": self.state.clone(),
+            "steps": self._steps.clone(),
+            "returns": self._returns.clone(),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        if tuple(state["state"].shape) != tuple(self.state.shape):
+            raise CheckpointError(
+                f"{where}: saved env state has shape {tuple(state['state'].shape)}, this env "
+                f"{tuple(self.state.shape)}"
+            )
+        self.state = state["state"].to(self.device)
+        self._steps = state["steps"].to(self.device)
+        self._returns = state["returns"].to(self.device)
+        self._generator.set_state(state["generator"])
+        self._started = True

@@ -84,8 +84,21 @@ def finite_box(envs: VecEnv, algorithm: str) -> spaces.Box:
     return space
 
 
+# Attributes a learned-critic algorithm may have that a checkpoint must hold (see `OffPolicy.checkpointed`).
+PARTS = (
+    "policy",
+    "critic",
+    "policy_target",
+    "critic_target",
+    "actor_optimizer",
+    "critic_optimizer",
+    "alpha_optimizer",
+    "noise",
+)
+
+
 class OffPolicy(Algorithm):
-    """The shared loop (see the module docstring); subclasses define `explore`, `update`, `checkpointed`."""
+    """The shared loop (see the module docstring); subclasses define `explore` and `update`."""
 
     free_state = ("buffer",)  # checked by ReplayBuffer.load_state_dict against its own layout
 
@@ -120,8 +133,12 @@ class OffPolicy(Algorithm):
         raise NotImplementedError
 
     def checkpointed(self) -> dict[str, Any]:
-        """Everything with a state_dict that a checkpoint must hold (networks, optimisers, temperature)."""
-        raise NotImplementedError
+        """Everything with a state_dict that a checkpoint must hold: the networks, optimisers and exploration
+        noise of `PARTS` the algorithm has, and SAC's temperature log α."""
+        parts = {name: getattr(self, name) for name in PARTS if getattr(self, name, None) is not None}
+        if hasattr(self, "log_alpha"):
+            parts["temperature"] = TensorState(self, "log_alpha")
+        return parts
 
     # -- the loop --------------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:

@@ -136,8 +136,3 @@ class CrossQ(sac.SAC):
             self.alpha_optimizer.step()
         metrics.update({"loss/actor": actor_loss.detach(), "stats/entropy": -log_prob.detach().mean()})
         return metrics
-
-    def checkpointed(self) -> dict[str, Any]:
-        parts = super().checkpointed()
-        del parts["critic_target"]
-        return parts

@@ -116,15 +116,7 @@ class DeterministicActorCritic(OffPolicy):
         return {"loss/actor": loss.detach(), "stats/actor_grad_norm": norm}
 
     def checkpointed(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "critic": self.critic,
-            "policy_target": self.policy_target,
-            "critic_target": self.critic_target,
-            "actor_optimizer": self.actor_optimizer,
-            "critic_optimizer": self.critic_optimizer,
-            "noise": TensorState(self, "ou_state"),
-        }
+        return {**super().checkpointed(), "noise": TensorState(self, "ou_state")}
 
 
 class DDPG(DeterministicActorCritic):

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from pgrad.algorithms.common import clip_and_step
-from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig, TensorState, finite_box
+from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig, finite_box
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
@@ -172,16 +172,4 @@ class SAC(OffPolicy):
             "stats/alpha": alpha,
             "stats/critic_grad_norm": critic_norm,
             "stats/actor_grad_norm": actor_norm,
-        }
-
-    def checkpointed(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "actor_optimizer": self.actor_optimizer,
-            "critic_optimizer": self.critic_optimizer,
-            "alpha_optimizer": self.alpha_optimizer,
-            "temperature": TensorState(self, "log_alpha"),
-            **({"noise": self.noise} if self.noise is not None else {}),
         }

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from gymnasium import spaces
 from torch import Tensor
 
 from pgrad.algorithms.common import clip_and_step
-from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig, TensorState
+from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import ensemble_min, expected_soft_value, polyak_update, td_target, temperature_loss
@@ -133,15 +132,4 @@ class DiscreteSAC(OffPolicy):
             "stats/alpha": alpha,
             "stats/critic_grad_norm": critic_norm,
             "stats/actor_grad_norm": actor_norm,
-        }
-
-    def checkpointed(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "critic": self.critic,
-            "critic_target": self.critic_target,
-            "actor_optimizer": self.actor_optimizer,
-            "critic_optimizer": self.critic_optimizer,
-            "alpha_optimizer": self.alpha_optimizer,
-            "temperature": TensorState(self, "log_alpha"),
         }

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from pgrad.envs.base import EpisodeStats, StepResult
+from pgrad.envs.base import EpisodeStats, StepResult, TensorEnvState
 from pgrad.envs.diff.gym_adapter import diff_env_spaces
 from pgrad.envs.diff.registration import DIFF_ENV_FACTORIES, make_diff_env
-from pgrad.errors import CheckpointError, EnvError
+from pgrad.errors import EnvError
 
 if TYPE_CHECKING:
     from pgrad.envs.base import DiffEnv
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["NATIVE_DIFF_ENVS", "DiffVecEnv"]
 
 
-class DiffVecEnv:
+class DiffVecEnv(TensorEnvState):
     """N rows of a differentiable env as a ``pgrad.envs.base.VecEnv`` (see the module docstring).
 
     Args:
@@ -152,29 +152,6 @@ class DiffVecEnv:
                 self._returns[rows] = 0.0
         next_state = true_next if fresh is None else torch.where(done[:, None], fresh, true_next)
         return next_state, reward, terminated, truncated, true_next, stats
-
-    def state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Batched state, step counters, returns and start-state generator (a resume continues exactly)."""
-        if not self._started:
-            return None
-        return {
-            "state": self.state.clone(),
-            "steps": self._steps.clone(),
-            "returns": self._returns.clone(),
-            "generator": self._generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        if tuple(state["state"].shape) != tuple(self.state.shape):
-            raise CheckpointError(
-                f"{where}: saved env state has shape {tuple(state['state'].shape)}, this env "
-                f"{tuple(self.state.shape)}"
-            )
-        self.state = state["state"].to(self.device)
-        self._steps = state["steps"].to(self.device)
-        self._returns = state["returns"].to(self.device)
-        self._generator.set_state(state["generator"])
-        self._started = True
 
     def close(self) -> None:
         pass

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from pgrad.envs.base import EpisodeStats, StepResult
-from pgrad.errors import CheckpointError, EnvError
+from pgrad.envs.base import EpisodeStats, StepResult, TensorEnvState
+from pgrad.errors import EnvError
 
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = MASS_CART + MASS_POLE
@@ -39,7 +39,7 @@ def cartpole_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     )
 
 
-class CartPoleVecEnv:
+class CartPoleVecEnv(TensorEnvState):
     """N CartPole-v1 envs in tensors, a `pgrad.envs.base.VecEnv` (same-step autoreset)."""
 
     label = "CartPole-v1 (native)"
@@ -66,7 +66,7 @@ class CartPoleVecEnv:
         self.obs_dim = 4
         self.global_step = 0
         self._generator = torch.Generator(device=self.device)
-        self._state = torch.zeros(num_envs, 4, dtype=torch.float64, device=self.device)
+        self.state = torch.zeros(num_envs, 4, dtype=torch.float64, device=self.device)
         self._steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self._returns = torch.zeros(num_envs, dtype=torch.float64, device=self.device)
         self._started = False
@@ -82,11 +82,11 @@ class CartPoleVecEnv:
                 if isinstance(seed, int)
                 else int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
             )
-        self._state = self._start_states(self.num_envs)
+        self.state = self._start_states(self.num_envs)
         self._steps.zero_()
         self._returns.zero_()
         self._started = True
-        return self._state.to(self.dtype)
+        return self.state.to(self.dtype)
 
     def step(self, actions: torch.Tensor) -> tuple[StepResult, EpisodeStats]:
         if not self._started:
@@ -94,7 +94,7 @@ class CartPoleVecEnv:
         actions = actions.to(self.device).reshape(self.num_envs)
         if bool(((actions != 0) & (actions != 1)).any()):
             raise EnvError(f"env '{self.label}', global step {self.global_step}: actions must be 0 or 1")
-        state = cartpole_step(self._state, actions)
+        state = cartpole_step(self.state, actions)
         x, theta = state[:, 0], state[:, 2]
         terminated = (x < -X_LIMIT) | (x > X_LIMIT) | (theta < -THETA_LIMIT) | (theta > THETA_LIMIT)
         self._steps += 1
@@ -113,33 +113,10 @@ class CartPoleVecEnv:
             state[rows] = self._start_states(len(rows))
             self._steps[rows] = 0
             self._returns[rows] = 0.0
-        self._state = state
+        self.state = state
         reward = torch.ones(self.num_envs, dtype=self.dtype, device=self.device)
         next_obs = state.to(self.dtype)
         return StepResult(next_obs, reward, terminated, truncated, final_obs), stats
-
-    def state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Batched state, step counters, returns and start-state generator (a resume continues exactly)."""
-        if not self._started:
-            return None
-        return {
-            "state": self._state.clone(),
-            "steps": self._steps.clone(),
-            "returns": self._returns.clone(),
-            "generator": self._generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-        if tuple(state["state"].shape) != tuple(self._state.shape):
-            raise CheckpointError(
-                f"{where}: saved env state has shape {tuple(state['state'].shape)}, "
-                f"this env {tuple(self._state.shape)}"
-            )
-        self._state = state["state"].to(self.device)
-        self._steps = state["steps"].to(self.device)
-        self._returns = state["returns"].to(self.device)
-        self._generator.set_state(state["generator"])
-        self._started = True
 
     def close(self) -> None:
         pass
