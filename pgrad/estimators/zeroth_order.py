@@ -46,9 +46,14 @@ BatchedFunction = Callable[[Tensor], Tensor]
 # argument checks
 
 
+def _what(x: object) -> str:
+    """A bad argument in one line: a tensor's dtype and shape (its repr spans lines), else its repr, cut."""
+    return f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else f"{x!r:.60}"
+
+
 def _check_theta(theta: object) -> Tensor:
     if not isinstance(theta, Tensor) or not theta.is_floating_point():
-        raise ConfigError(f"theta must be a floating torch.Tensor [P], got {theta!r:.60}")
+        raise ConfigError(f"theta must be a floating torch.Tensor [P], got {_what(theta)}")
     if theta.ndim != 1 or theta.numel() < 1:
         raise ConfigError(
             f"theta must be a 1-D parameter vector [P] with P >= 1, got shape {tuple(theta.shape)}"
@@ -260,7 +265,7 @@ def alpha_order_gradient(first_order: Tensor, zeroth_order: Tensor, alpha: float
     """
     for name, x in (("first_order", first_order), ("zeroth_order", zeroth_order)):
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise ConfigError(f"{name} must be a floating torch.Tensor, got {x!r:.60}")
+            raise ConfigError(f"{name} must be a floating torch.Tensor, got {_what(x)}")
     if first_order.shape != zeroth_order.shape:
         raise ConfigError(
             f"first_order has shape {tuple(first_order.shape)}, "
@@ -309,7 +314,7 @@ def adaptive_alpha_order_gradient(
     first, zeroth = first_order_samples, zeroth_order_samples
     for name, x in (("first_order_samples", first), ("zeroth_order_samples", zeroth)):
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 2 or x.shape[0] < 2:
-            raise ConfigError(f"{name} must be a floating [B, P] tensor with B >= 2, got {x!r:.60}")
+            raise ConfigError(f"{name} must be a floating [B, P] tensor with B >= 2, got {_what(x)}")
     if first.shape[1] != zeroth.shape[1]:
         raise ConfigError(
             f"first_order_samples has P = {first.shape[1]} but zeroth_order_samples has P = {zeroth.shape[1]}"

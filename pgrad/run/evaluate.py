@@ -17,6 +17,7 @@ from pgrad.envs.spaces import obs_to_tensor, space_from_dict
 from pgrad.errors import CheckpointError, ConfigError, EnvError
 from pgrad.policies.networks import Policy
 from pgrad.run.checkpoint import LATEST, META_FILE, latest_checkpoint, load_checkpoint, validate_state
+from pgrad.run.seeding import derive_seed
 
 
 class Agent:
@@ -127,7 +128,8 @@ def evaluate_policy(
     called as the k-th counted episode finishes (for a progress display). Sub-envs step in one batch.
 
     Sub-env i runs exactly its share of the episodes (the first ones it finishes), so short episodes are not
-    over-represented. Stochastic evaluation draws from a forked torch RNG: training randomness is untouched.
+    over-represented. Stochastic evaluation draws its actions from a forked torch RNG seeded from `seed`: the
+    same seed gives the same episodes whatever ran before, and training randomness is untouched.
     """
     if episodes < 1:
         raise EnvError(f"evaluation needs at least one episode, got {episodes}")
@@ -149,6 +151,7 @@ def evaluate_policy(
     policy.eval()
     try:
         with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "evaluate"))
             obs = envs.reset(seed=seed)
             while any(len(returns[i]) < quota[i] for i in range(num_envs)):
                 with torch.inference_mode():

@@ -1,0 +1,109 @@
+"""Details of the run harness that its main tests do not pin: option type errors for every kind of hint,
+an agent of another dtype, and the replay buffer's checks and empty round trip."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from pgrad.errors import CheckpointError, ConfigError, EnvError
+from pgrad.policies.networks import Policy
+from pgrad.run.config import check_field_types
+from pgrad.run.evaluate import Agent
+from pgrad.run.replay import ReplayBuffer
+
+
+@dataclass
+class Options:
+    flag: bool = True
+    name: str = "x"
+    count: int = 1
+    rate: float = 0.5
+    kind: Literal["a", "b"] = "a"
+    limit: float | None = None
+    sizes: tuple[int, ...] = (1,)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("flag", "yes", "demo option flag must be a bool, got 'yes' (str)"),
+        ("name", 3, "demo option name must be a string, got 3 (int)"),
+        ("count", 1.0, "demo option count must be an int, got 1.0 (float)"),
+        ("rate", True, "demo option rate must be a number, got True (bool)"),
+        ("kind", "c", "demo option kind must be one of 'a', 'b', got 'c' (str)"),
+        ("limit", "high", "demo option limit must be a number or None, got 'high' (str)"),
+        ("sizes", (1, "2"), "demo option sizes must be a tuple of an int, got (1, '2') (tuple)"),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_named_with_its_type(field, value, expected):
+    options = Options(**{field: value})
+    with pytest.raises(ConfigError) as info:
+        check_field_types(options, "demo")
+    assert str(info.value) == expected
+    check_field_types(Options(limit=2, sizes=[3, 4]), "demo")  # an int is a number; a list is a tuple here
+
+
+def test_an_agent_feeds_observations_in_the_policy_dtype():
+    space = gym.spaces.Box(-1.0, 1.0, shape=(3,))
+    policy = Policy(3, gym.spaces.Discrete(2), hidden_sizes=(4,)).double()
+    agent = Agent(policy, space, gym.spaces.Discrete(2), {})
+    action = agent.act(np.zeros(3, dtype=np.float32))
+    assert action.shape == () and int(action) in (0, 1)
+
+
+def buffer(**options):
+    return ReplayBuffer(8, 2, (1,), 2, **options)
+
+
+def step(buf, value, done=False):
+    obs = torch.full((2, 2), float(value))
+    flags = torch.full((2,), done)
+    buf.add(obs, torch.zeros(2, 1), torch.ones(2), flags, torch.zeros(2, dtype=torch.bool), obs + 1)
+
+
+def test_replay_buffer_checks_name_the_argument():
+    with pytest.raises(ConfigError, match="replay buffer: num_envs must be at least 1, got 0"):
+        ReplayBuffer(8, 2, (1,), 0)
+    buf = buffer()
+    with pytest.raises(ConfigError, match=r"replay buffer add: actions has shape \(2,\), expected \(2, 1\)"):
+        buf.add(
+            torch.zeros(2, 2),
+            torch.zeros(2),
+            torch.zeros(2),
+            *[torch.zeros(2, dtype=torch.bool)] * 2,
+            torch.zeros(2, 2),
+        )
+    bad = torch.zeros(2, 1)
+    bad[1, 0] = float("nan")
+    with pytest.raises(EnvError, match="replay buffer add, step 0, sub-env 1: actions is not finite"):
+        buf.add(
+            torch.zeros(2, 2), bad, torch.zeros(2), *[torch.zeros(2, dtype=torch.bool)] * 2, torch.zeros(2, 2)
+        )
+
+
+def test_an_empty_replay_buffer_round_trips_and_a_foreign_layout_is_named():
+    empty = buffer().state_dict()
+    assert empty["steps"] == 0 and empty["layout"]["action_shape"] == [1]
+    restored = buffer()
+    restored.load_state_dict(empty)
+    assert len(restored) == 0
+    other = ReplayBuffer(8, 2, (3,), 2)
+    with pytest.raises(CheckpointError, match=r"does not match this one: action_shape \[1\] \(here \[3\]\)"):
+        other.load_state_dict(empty)
+
+
+def test_a_replay_buffer_keeps_its_finals_after_wrapping_around():
+    buf = buffer()  # 4 rows of 2 sub-envs
+    for t in range(7):
+        step(buf, t, done=(t % 3 == 2))
+    copy = buffer()
+    copy.load_state_dict(buf.state_dict())
+    for key, value in buf.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(copy.state_dict()[key], value), key
+    batch = copy.sample(8, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(batch.next_obs, batch.obs + 1)  # the stored true next state, finals included
