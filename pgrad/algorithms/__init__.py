@@ -33,6 +33,8 @@ REGISTRY: dict[str, str] = {
     "crossq": "pgrad.algorithms.critic.crossq:CrossQ",
     "apg": "pgrad.algorithms.differentiable.apg:APG",
     "shac": "pgrad.algorithms.differentiable.shac:SHAC",
+    "ahac": "pgrad.algorithms.differentiable.ahac:AHAC",
+    "sapo": "pgrad.algorithms.differentiable.sapo:SAPO",
 }
 
 

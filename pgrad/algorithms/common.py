@@ -134,7 +134,8 @@ def fit_value(
     """Regress V(obs) on fixed `targets` by minimising ½ mean (V − R)² for `epochs` passes.
 
     `minibatches` None: one full-batch step per pass, in a fixed order; otherwise each pass shuffles the batch
-    and steps on chunks of max(1, B // minibatches) rows (the last chunk may be smaller).
+    and steps on chunks of max(1, B // minibatches) rows (the last chunk may be smaller). A critic ensemble
+    (output [E, B]) regresses every member on the same targets: ½ mean over members and rows.
     Returns the mean loss over all steps (a 0-d tensor; 0 when epochs is 0).
     """
     size = len(obs)
@@ -149,7 +150,8 @@ def fit_value(
             chunks = [order[start : start + step] for start in range(0, size, step)]
         for rows in chunks:
             x, y = (obs, targets) if rows is None else (obs[rows], targets[rows])
-            loss, _ = value_loss(value(x), y)
+            predicted = value(x)
+            loss, _ = value_loss(predicted.flatten(), y.expand_as(predicted).flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -284,3 +286,22 @@ def check_run_option(config: Any, name: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed and not (value.startswith("run:") and value[4:]):
         choices = " or ".join(f"'{a}'" for a in allowed)
         raise ConfigError(f"{name} must be {choices} or 'run:DIR', got '{value}'")
+
+
+class TensorState:
+    """Named tensor attributes of an object (SAC's log α, DDPG's OU noise) as a checkpointable part."""
+
+    def __init__(self, owner: Any, *names: str):
+        self.owner, self.names = owner, names
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self.owner, name).detach().clone() for name in self.names}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in self.names:
+            current = getattr(self.owner, name)
+            if isinstance(current, torch.nn.Parameter):
+                with torch.no_grad():
+                    current.copy_(state[name])
+            else:
+                setattr(self.owner, name, state[name].to(current.device))

@@ -13,6 +13,10 @@ single matrix product may add in different orders: about 1 ulp; bit for bit wher
 `batch_norm=True` (CrossQ, Bhatt et al. 2024) puts a batch normalisation before each hidden activation, with
 statistics per member; in training mode it normalises with the batch's statistics, so CrossQ evaluates
 (s, a) and (s′, a′) in one forward pass and both see the same statistics.
+
+`ValueEnsemble` is the state-value counterpart for the differentiable-simulator family (AHAC, SAPO): E
+`ValueNetwork`s (LayerNorm allowed) behind one running observation normaliser, V(s) [E, ...]. Those critics
+are small and see a few thousand states per window, so they stay plain modules rather than stacked ones.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from pgrad.errors import ConfigError
-from pgrad.policies.networks import ACTIVATIONS
+from pgrad.policies.networks import ACTIVATIONS, ValueNetwork
+from pgrad.policies.normalizers import RunningNormalizer
 
-__all__ = ["EnsembleBatchNorm", "EnsembleLinear", "EnsembleMLP", "QEnsemble"]
+__all__ = ["EnsembleBatchNorm", "EnsembleLinear", "EnsembleMLP", "QEnsemble", "ValueEnsemble"]
 
 
 class EnsembleLinear(nn.Module):
@@ -170,3 +175,30 @@ class QEnsemble(nn.Module):
         x = obs if self.action_dim == 0 else torch.cat([obs, actions.to(obs.dtype)], dim=-1)
         out = self.net(x)
         return out.squeeze(-1) if self.outputs == 1 else out
+
+
+class ValueEnsemble(nn.Module):
+    """E state-value critics V(obs) → [E, ...] behind one observation normaliser (module docstring)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "elu",
+        members: int = 2,
+        layer_norm: bool = True,
+        normalize_obs: bool = True,
+    ):
+        super().__init__()
+        if members < 1:
+            raise ConfigError(f"an ensemble needs at least one member, got {members}")
+        self.normalizer = RunningNormalizer(obs_dim) if normalize_obs else None
+        self.members = nn.ModuleList(
+            ValueNetwork(obs_dim, hidden_sizes, activation, layer_norm=layer_norm) for _ in range(members)
+        )
+
+    def forward(self, obs: Tensor) -> Tensor:
+        obs = obs.to(self.members[0].net[0].weight.dtype)
+        if self.normalizer is not None:
+            obs = self.normalizer(obs)
+        return torch.stack([member(obs) for member in self.members])

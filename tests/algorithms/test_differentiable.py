@@ -1,5 +1,6 @@
-"""The differentiable-simulator family (APG, SHAC): each update against a plainly written BPTT reference, the
-window mechanics (carried state constant, resets cut the return), the critic's TD(λ) fit, exact resume."""
+"""The differentiable-simulator family (APG, SHAC, AHAC, SAPO): each update against a plainly written BPTT
+reference, the window mechanics (carried state constant, resets and stiff contacts cut the return), the
+critics' TD(λ) fits, AHAC's window control, SAPO's temperature, exact resume."""
 
 from __future__ import annotations
 
@@ -128,22 +129,29 @@ def test_episode_ends_cut_the_return_and_restart_without_gradient():
     assert torch.count_nonzero(g) > 0
 
 
-@pytest.mark.parametrize("name", ["apg", "shac"])
+@pytest.mark.parametrize("name", ["apg", "shac", "ahac", "sapo"])
 def test_a_non_differentiable_env_is_refused_in_one_line(name):
     with pytest.raises(ConfigError, match="needs a differentiable env") as info:
         pgrad.train(name, "CartPole-v1", total_steps=100)
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("name", "options"), [("apg", {}), ("shac", {"critic_iterations": 2})])
-def test_resume_is_bitwise(tmp_path, name, options):
+@pytest.mark.parametrize(
+    ("name", "env_id", "options"),
+    [
+        ("apg", "pgrad/DiffPendulum-v0", {}),
+        # a resume here extends the budget, which re-plans an annealed learning rate: keep it constant
+        ("shac", "pgrad/DiffPendulum-v0", {"critic_iterations": 2, "anneal_lr": False}),
+        # a threshold that bounces cross, so the window length and the multiplier move before the resume
+        ("ahac", "pgrad/ContactToy-v0",
+         {"critic_iterations": 2, "contact_threshold": 5.0, "horizon_min": 4, "anneal_lr": False}),
+        ("sapo", "pgrad/DiffPendulum-v0", {"critic_iterations": 2, "anneal_lr": False}),
+    ],
+)  # fmt: skip
+def test_resume_is_bitwise(tmp_path, name, env_id, options):
     common = dict(seed=1, num_envs=4, horizon=8, eval_every=0, eval_episodes=0, checkpoint_every=0, **options)
-    pgrad.train(
-        name, "pgrad/DiffPendulum-v0", total_steps=640, run_dir=str(tmp_path / "a"), **common, **QUIET
-    )
-    pgrad.train(
-        name, "pgrad/DiffPendulum-v0", total_steps=320, run_dir=str(tmp_path / "b"), **common, **QUIET
-    )
+    pgrad.train(name, env_id, total_steps=640, run_dir=str(tmp_path / "a"), **common, **QUIET)
+    pgrad.train(name, env_id, total_steps=320, run_dir=str(tmp_path / "b"), **common, **QUIET)
     pgrad.resume(tmp_path / "b", total_steps=640, progress=False)
     a, _ = load_checkpoint(latest_checkpoint(Path(tmp_path / "a") / "checkpoints"))
     b, _ = load_checkpoint(latest_checkpoint(Path(tmp_path / "b") / "checkpoints"))
@@ -153,3 +161,190 @@ def test_resume_is_bitwise(tmp_path, name, options):
         for k in sa:
             if isinstance(sa[k], torch.Tensor):
                 assert torch.equal(sa[k], sb[k]), (key, k)
+
+
+@pytest.mark.parametrize("name", ["shac", "ahac", "sapo"])
+def test_learning_rates_decay_linearly_to_zero_over_the_budget_and_the_schedule_is_checkpointed(name):
+    algo = build(name, "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=8, critic_iterations=1,
+                 horizon_min=8, horizon_max=8) if name == "ahac" else build(
+        name, "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=8, critic_iterations=1)  # fmt: skip
+    for i in range(3):
+        metrics = algo.iteration(i).metrics
+    step = algo.envs.global_step - 8 * 4  # the third window's lr was set before it ran
+    expected = algo.config.actor_lr * (1 - step / 10_000)
+    torch.testing.assert_close(metrics["stats/lr"].item(), expected)
+    critic_lr = algo.critic_optimizer.param_groups[0]["lr"]
+    assert critic_lr == pytest.approx(algo.config.critic_lr * (1 - step / 10_000))
+    fresh = build(name, "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=8, critic_iterations=1,
+                  **({"horizon_min": 8, "horizon_max": 8} if name == "ahac" else {}))  # fmt: skip
+    fresh.load_state_dict(algo.state_dict())
+    assert fresh.schedule.fraction(1234) == algo.schedule.fraction(1234)
+
+
+# -- AHAC --------------------------------------------------------------------------------------------------
+
+
+def test_ahac_stops_the_gradient_at_a_stiff_contact_and_closes_the_return_there():
+    algo = build("ahac", "pgrad/ContactToy-v0", hidden_sizes=(8,), horizon=20, contact_threshold=5.0)
+    algo.envs.reset(seed=0)
+    actions = []
+
+    def act(obs):  # the policy's actions, kept to differentiate with respect to them
+        actions.append(algo.act(obs))
+        return actions[-1]
+
+    torch.manual_seed(1)
+    window = rollout(algo.envs, act, 20, seed=0, contact_threshold=5.0)
+    assert window.cut.any() and not window.cut.all()  # the thrown mass hits the wall inside the window
+    # the flags are the contact forces above the threshold, recomputed from the visited states
+    torch.testing.assert_close(window.cut, window.contact > 5.0)
+    assert window.segment_ends[window.cut & ~window.terminated].all()
+    # the state after a stiff step is a constant of θ; the one before it is not (it was reached by actions)
+    t, n = (window.cut[1:] & ~window.cut[:-1]).nonzero()[0].tolist()
+    t += 1  # a stiff step t whose previous step was not stiff
+
+    def grad_norm(x: torch.Tensor) -> float:
+        grads = torch.autograd.grad(x.sum(), algo.actor_params, retain_graph=True, allow_unused=True)
+        return sum(float(g.abs().sum()) for g in grads if g is not None)
+
+    assert grad_norm(window.final_obs[t, n]) == 0.0
+    assert grad_norm(window.final_obs[t - 1, n]) > 0.0
+    # the rewards of that row after the cut get no gradient from its actions up to the stiff step, only from
+    # the later ones (the earlier rewards do get it: the cut is what stops it)
+    later = window.rewards[t + 1 :, n].sum()
+    grads = torch.autograd.grad(later, actions, retain_graph=True, allow_unused=True)
+    assert all(g is None or g[n].abs().sum() == 0 for g in grads[: t + 1])
+    assert grads[t + 1] is not None and grads[t + 1][n].abs().sum() > 0
+    (g,) = torch.autograd.grad(window.rewards[t, n], actions[t - 1], retain_graph=True)
+    assert g[n].abs().sum() > 0
+
+
+def test_ahac_actor_loss_is_the_cut_window_return_closed_by_the_minimum_of_its_critics():
+    algo = build("ahac", "pgrad/ContactToy-v0", hidden_sizes=(8,), horizon=20, contact_threshold=5.0,
+                 gamma=0.9)  # fmt: skip
+    algo.envs.reset(seed=0)
+    with torch.no_grad():
+        for p in algo.critic.members[1].parameters():
+            p.add_(0.2)  # members that differ, so min and mean differ
+    torch.manual_seed(1)
+    window = rollout(algo.envs, algo.act, 20, seed=0, contact_threshold=5.0)
+    loss, _ = algo.window_loss(window)
+    # plainly: per row, segments end at episode ends, stiff steps and the window end; each closed by
+    # γ·min_j V_j(final obs) unless terminated
+    v = algo.critic(window.final_obs.float()).min(dim=0).values.detach()
+    v = torch.where(window.cut, v, algo.critic(window.final_obs.float()).min(dim=0).values)
+    total = 0.0
+    T, N = window.rewards.shape
+    for n in range(N):
+        discount = 1.0
+        for t in range(T):
+            total = total + discount * window.rewards[t, n]
+            closes = bool(window.truncated[t, n] or window.cut[t, n] or t == T - 1)
+            if window.terminated[t, n]:
+                discount = 1.0
+            elif closes:
+                total = total + discount * 0.9 * v[t, n]
+                discount = 1.0
+            else:
+                discount *= 0.9
+    torch.testing.assert_close(loss, (-total / (T * N)).to(loss.dtype), rtol=1e-5, atol=1e-6)
+    # the critics' weights get no gradient from the actor's loss
+    loss.backward()
+    assert all(p.grad is None for p in algo.critic.parameters())
+
+
+def test_ahac_window_grows_without_contact_and_shrinks_when_contacts_cross_most_windows():
+    smooth = build("ahac", "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=8, horizon_min=4,
+                   horizon_max=10, critic_iterations=1)  # fmt: skip
+    lengths = []
+    for i in range(4):
+        lengths.append(smooth.iteration(i).metrics["stats/horizon"].item())
+    assert lengths == [8, 9, 10, 10] and smooth.dual.item() == 0.0  # ρ = 0: H grows by α_H to H_max
+    stiff = build("ahac", "pgrad/ContactToy-v0", hidden_sizes=(8,), horizon=32, horizon_min=4, horizon_max=32,
+                  contact_threshold=0.0, max_cut_fraction=0.1, dual_lr=0.5, critic_iterations=1)  # fmt: skip
+    dual, length, crossed = 0.0, 32.0, []
+    for i in range(8):
+        metrics = stiff.iteration(i).metrics
+        assert metrics["stats/horizon"].item() == round(length)  # the window ran with the current H
+        rho = metrics["stats/cut_fraction"].item()
+        crossed.append(rho)
+        # φ ← max(0, φ + α_φ (ρ − ρ̄)),  H ← clip(H + α_H (1 − φ), H_min, H_max)
+        dual = max(0.0, dual + 0.5 * (rho - 0.1))
+        length = min(32.0, max(4.0, length + 1.0 * (1.0 - dual)))
+    assert max(crossed) > 0.5  # contacts cross most windows…
+    torch.testing.assert_close(stiff.dual.item(), dual)
+    torch.testing.assert_close(stiff.window_length.item(), length)
+    assert length < 30  # …and the window shrank
+
+
+def test_ahac_refuses_a_start_window_outside_its_bounds():
+    with pytest.raises(ConfigError, match="horizon_min <= horizon <= horizon_max"):
+        build("ahac", "pgrad/ContactToy-v0", horizon=100)
+
+
+# -- SAPO --------------------------------------------------------------------------------------------------
+
+
+def test_sapo_actor_loss_is_the_soft_window_return_closed_by_the_mean_of_its_critics():
+    algo = build("sapo", "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=6, gamma=0.95, init_alpha=0.3)
+    algo.envs.reset(seed=2)
+    with torch.no_grad():
+        for p in algo.critic.members[0].parameters():
+            p.add_(0.3)
+    torch.manual_seed(5)
+    window = rollout(algo.envs, algo.act, 6, seed=0)
+    assert window.log_probs.shape == window.rewards.shape and window.log_probs.requires_grad
+    loss, _ = algo.window_loss(window)
+    # plainly: soft rewards r − α log π, discounted per segment, closed by γ·mean_j V_j
+    soft = window.rewards.float() - 0.3 * window.log_probs
+    v = algo.critic(window.final_obs.float()).mean(dim=0)
+    total = 0.0
+    T, N = soft.shape
+    for n in range(N):
+        discount = 1.0
+        for t in range(T):
+            total = total + discount * soft[t, n]
+            if window.terminated[t, n]:
+                discount = 1.0
+            elif window.truncated[t, n] or t == T - 1:
+                total, discount = total + discount * 0.95 * v[t, n], 1.0
+            else:
+                discount *= 0.95
+    torch.testing.assert_close(loss, (-total / (T * N)).to(loss.dtype), rtol=1e-5, atol=1e-6)
+    # the entropy term sends gradient into the policy's log-std (it would not if log π were detached)
+    std_params = [p for name, p in algo.policy.named_parameters() if "head" in name]
+    entropy_part = -(0.3 * window.log_probs).sum()
+    grads = torch.autograd.grad(entropy_part, std_params, retain_graph=True, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    loss.backward()
+    assert all(p.grad is None for p in algo.critic.parameters())
+
+
+def test_sapo_critics_regress_on_soft_td_lambda_targets_with_their_minimum():
+    algo = build("sapo", "pgrad/DiffLQR-v0", hidden_sizes=(8,), horizon=5, critic_iterations=1,
+                 critic_minibatches=1, init_alpha=0.5)  # fmt: skip
+    algo.envs.reset(seed=0)
+    window = rollout(algo.envs, algo.act, 5, seed=0)
+    with torch.no_grad():
+        obs = window.obs.float()
+        soft = window.rewards.float() - 0.5 * window.log_probs.detach()
+        values = algo.critic(obs).min(dim=0).values
+        next_values = algo.critic(window.final_obs.detach().float()).min(dim=0).values
+        targets = td_lambda_return(soft, values, next_values, window.terminated, window.truncated,
+                                   algo.config.gamma, algo.config.lam)  # fmt: skip
+        both = algo.critic(obs)
+        expected_loss = 0.5 * (both - targets).square().mean()
+    metrics = algo.fit_critic(window)
+    torch.testing.assert_close(metrics["loss/value"], expected_loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("entropy_gap", "direction"), [(+1.0, -1), (-1.0, +1)])
+def test_sapo_temperature_moves_towards_the_entropy_target(entropy_gap, direction):
+    algo = build("sapo", "pgrad/DiffPendulum-v0", hidden_sizes=(8,), horizon=4)
+    algo.envs.reset(seed=0)
+    window = rollout(algo.envs, algo.act, 4, seed=0)
+    # entropy −E log π set above (below) the target H̄: α must fall (rise)
+    window.log_probs = torch.full_like(window.log_probs.detach(), -(algo.target_entropy + entropy_gap))
+    before = algo.log_alpha.item()
+    algo.after_actor_step(window)
+    assert (algo.log_alpha.item() - before) * direction > 0

@@ -15,7 +15,13 @@ from typing import Any, Literal
 import torch
 from gymnasium import spaces
 
-from pgrad.algorithms.common import accumulate, check_at_least, check_non_negative, check_unit_interval
+from pgrad.algorithms.common import (
+    TensorState,
+    accumulate,
+    check_at_least,
+    check_non_negative,
+    check_unit_interval,
+)
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.run.algorithm import Algorithm, IterationResult
@@ -179,22 +185,3 @@ class OffPolicy(Algorithm):
         # Gymnasium env state cannot be saved without pickle: resumed runs start new episodes, and the
         # buffer's open episodes end there (truncated: they bootstrap from their last next_obs).
         self.collector.restart(derive_seed(self.seed, "resume", iteration))
-
-
-class TensorState:
-    """Named tensor attributes of an object (SAC's log α, DDPG's OU noise) as a checkpointable part."""
-
-    def __init__(self, owner: Any, *names: str):
-        self.owner, self.names = owner, names
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self.owner, name).detach().clone() for name in self.names}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name in self.names:
-            current = getattr(self.owner, name)
-            if isinstance(current, torch.nn.Parameter):
-                with torch.no_grad():
-                    current.copy_(state[name])
-            else:
-                setattr(self.owner, name, state[name].to(current.device))

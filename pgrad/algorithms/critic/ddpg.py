@@ -23,8 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from pgrad.algorithms.common import clip_and_step
-from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig, TensorState, finite_box
+from pgrad.algorithms.common import TensorState, clip_and_step
+from pgrad.algorithms.critic.base import OffPolicy, OffPolicyConfig, finite_box
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import deterministic_actor_loss, polyak_update, td_target

@@ -9,21 +9,31 @@ window as a constant: gradients never cross a window boundary — truncated BPTT
                         differentiable (a critic bootstrap V(s_{t+1}) depends on θ through it)
     obs [T, N, D]       the observations acted on (detached: the critic's regression inputs)
     terminated, truncated [T, N]
+    log_probs [T, N]    log πθ(a_t|s_t) of the actions taken, differentiable, when `act` returns them (SAPO)
+    contact, cut [T, N] with `contact_threshold` on an env that reports contact forces (AHAC): the peak
+                        contact force of each step, and where it exceeded the threshold (see below)
 
 Where an episode ends, the env restarts that row from a fresh start state (no gradient); the window's loss
 cuts its return there (`pgrad.estimators.bptt_loss`). The window's last state goes back, detached, into the
 env.
+
+Stiff contact (`contact_threshold`): where a step's contact force (`diff_env.contact_force(state, action)`,
+the peak spring force inside the step) exceeds the threshold, the gradient is stopped at that step: its next
+state — the one the window continues from and the one a bootstrap would read — is detached for that row, so
+no later reward or value sends gradient back through the stiff step. The step is flagged in `cut`; the loss
+closes that row's return there as at a time-limit end (with a bootstrap that is now a constant).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
@@ -40,6 +50,26 @@ class Window:
     truncated: Tensor
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    log_probs: Tensor | None = None
+    contact: Tensor | None = None
+    cut: Tensor | None = None
+
+    @property
+    def segment_ends(self) -> Tensor:
+        """Where the actor's return is closed with a bootstrap: time-limit ends and stiff-contact cuts."""
+        return self.truncated if self.cut is None else self.truncated | (self.cut & ~self.terminated)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluate `module` as a fixed function: gradients flow through its inputs, none reach its weights."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
 
 
 def require_differentiable(envs: VecEnv, algorithm: str) -> Any:
@@ -53,18 +83,41 @@ def require_differentiable(envs: VecEnv, algorithm: str) -> Any:
     return envs.diff_env
 
 
-def rollout(envs: Any, act: Callable[[Tensor], Tensor], steps: int, seed: int) -> Window:
-    """A differentiable window of `steps` steps from the env's current state (see the module docstring)."""
+def rollout(
+    envs: Any,
+    act: Callable[[Tensor], Tensor | tuple[Tensor, Tensor]],
+    steps: int,
+    seed: int,
+    contact_threshold: float | None = None,
+) -> Window:
+    """A differentiable window of `steps` steps from the env's current state (see the module docstring).
+
+    `act(obs)` returns the actions, or (actions, their log-probabilities) to keep those in the window.
+    """
     if not envs._started:
         envs.reset(seed=seed)
     env = envs.diff_env
+    measure_contact = contact_threshold is not None and hasattr(env, "contact_force")
     state = envs.state.detach()  # the carried state is a constant: truncated BPTT
-    obs, rewards, finals, terms, truncs = [], [], [], [], []
+    obs, rewards, finals, terms, truncs, log_probs, contacts, cuts = [], [], [], [], [], [], [], []
     returns, lengths = [], []
     for _ in range(steps):
         o = env.observe(state)
         action = act(o)
-        state, reward, terminated, truncated, true_next, stats = envs.advance(state, action.to(state.dtype))
+        if isinstance(action, tuple):
+            action, log_prob = action
+            log_probs.append(log_prob)
+        action = action.to(state.dtype)
+        if measure_contact:
+            with torch.no_grad():
+                force = env.contact_force(state.detach(), action.detach())
+            stiff = force > contact_threshold
+            contacts.append(force)
+            cuts.append(stiff)
+        state, reward, terminated, truncated, true_next, stats = envs.advance(state, action)
+        if measure_contact and bool(stiff.any()):  # no gradient back through a stiff step
+            state = torch.where(stiff[:, None], state.detach(), state)
+            true_next = torch.where(stiff[:, None], true_next.detach(), true_next)
         obs.append(o.detach())
         rewards.append(reward)
         finals.append(env.observe(true_next))
@@ -82,6 +135,9 @@ def rollout(envs: Any, act: Callable[[Tensor], Tensor], steps: int, seed: int) -
         torch.stack(truncs),
         np.concatenate(returns) if returns else np.zeros(0),
         np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+        torch.stack(log_probs) if log_probs else None,
+        torch.stack(contacts) if contacts else None,
+        torch.stack(cuts) if cuts else None,
     )
 
 
