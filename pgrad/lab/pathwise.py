@@ -148,30 +148,39 @@ class ExactQ(torch.nn.Module):
         return exact_q(self.problem, self.P, x, u).expand(self.members, -1)
 
 
-def visitation_sampler(problem, K: Tensor, sigma: float = 0.0, tolerance: float = 1e-12):
+def visitation_sampler(problem, K: Tensor, sigma: float = 0.0, tolerance: float = 1e-12, stride: int = 1):
     """A sampler (count, generator) -> x [count, n] of the normalised discounted state distribution
     d(x) = (1 − γ) Σ_t γᵗ p_t(x) of u = −Kx + σε from x₀ ~ N(0, Σ₀): t ~ Geometric (P(t) = (1 − γ)γᵗ), then
     x_t ~ N(0, C_t), C_t = A_Kᵗ Σ₀ A_Kᵗᵀ + σ² Σ_{k<t} A_Kᵏ BBᵀ A_Kᵏᵀ (a symmetric square root of each C_t is
-    precomputed; t is truncated where γᵗ < `tolerance`). E_d[xxᵀ] = (1 − γ)Σ, Σ of `lqr_solution`."""
+    precomputed; t is truncated where γᵗ < `tolerance`). E_d[xxᵀ] = (1 − γ)Σ, Σ of `lqr_solution`.
+
+    With `stride` s > 1 it samples the states at the multiples of s instead, the distribution of the start
+    states of s-step windows d_s(x) = (1 − γˢ) Σ_i γ^{si} p_{si}(x): t = s·i with P(i) = (1 − γˢ)γ^{si}
+    (`pgrad.lab.windows`)."""
     gamma = problem.gamma
     if not 0.0 < gamma < 1.0:
         raise ConfigError(f"visitation_sampler: needs 0 < γ < 1, got {gamma}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"visitation_sampler: stride must be an integer >= 1, got {stride!r}")
     A_K = problem.A - problem.B @ K
     noise = sigma**2 * problem.B @ problem.B.T
     horizon = math.ceil(math.log(tolerance) / math.log(gamma))
+    starts = math.ceil(horizon / stride)  # the start times 0, s, 2s, … below the truncation
     roots, power, noise_sum = [], torch.eye(problem.n, dtype=torch.float64), torch.zeros_like(noise)
-    for _ in range(horizon):
-        lam, V = torch.linalg.eigh(power @ problem.Sigma0 @ power.T + noise_sum)
-        roots.append(V @ torch.diag(lam.clamp_min(0.0).sqrt()) @ V.T)
+    for t in range(starts * stride):
+        if t % stride == 0:
+            lam, V = torch.linalg.eigh(power @ problem.Sigma0 @ power.T + noise_sum)
+            roots.append(V @ torch.diag(lam.clamp_min(0.0).sqrt()) @ V.T)
         noise_sum = A_K @ noise_sum @ A_K.T + noise
         power = A_K @ power
-    roots_t = torch.stack(roots)  # [T, n, n]
+    roots_t = torch.stack(roots)  # [I, n, n]: the square root of C_{s·i}
+    log_ratio = stride * math.log(gamma)
 
     def sample(count: int, gen: torch.Generator) -> Tensor:
         uniform = torch.rand(count, generator=gen, dtype=torch.float64).clamp_min(1e-300)
-        t = torch.floor(torch.log(uniform) / math.log(gamma)).long().clamp_max(horizon - 1)
+        i = torch.floor(torch.log(uniform) / log_ratio).long().clamp_max(starts - 1)
         z = torch.randn(count, problem.n, 1, generator=gen, dtype=torch.float64)
-        return (roots_t[t] @ z).squeeze(-1)
+        return (roots_t[i] @ z).squeeze(-1)
 
     return sample
 
@@ -386,21 +395,37 @@ def contact_bptt(env: ContactToy, theta: Tensor, sigma: float, budget: int, gen:
 
 
 def contact_bptt_per_rollout(
-    env: ContactToy, theta: Tensor, sigma: float, rollouts: int, gen: torch.Generator
+    env: ContactToy,
+    theta: Tensor,
+    sigma: float,
+    rollouts: int,
+    gen: torch.Generator,
+    window: int | None = None,
 ) -> Tensor:
     """BPTT gradients [R, 3] of the return of each of R independent rollouts of u = θ₀ + θ₁ x + θ₂ v + σε
-    (one batch, each rollout with its own copy of θ, so one backward pass gives every rollout's gradient)."""
+    (one batch, each rollout with its own copy of θ, so one backward pass gives every rollout's gradient).
+
+    With `window` h the episode is cut into windows of h steps as APG and SHAC cut it: the state carried into
+    a window is a constant (detached) and each window's loss is `bptt_loss` of its own rewards, with no
+    bootstrap (V = 0); the gradient is the sum over the windows. None (or h ≥ horizon) is full BPTT."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ConfigError(f"contact_bptt_per_rollout: window must be an integer >= 1 or None, got {window!r}")
     thetas = theta.expand(rollouts, -1).clone().requires_grad_(True)
     s = env.reset(rollouts, generator=gen)
-    rewards = []
-    for _ in range(env.horizon):
+    h = env.horizon if window is None else window
+    losses, rewards = [], []
+    for t in range(env.horizon):
+        if t % h == 0 and t > 0:  # a window ends: its loss, and the next one starts from a constant state
+            R = torch.stack(rewards)
+            losses.append(bptt_loss(R, 1.0, torch.zeros_like(R, dtype=torch.bool), normalizer=1.0)[0])
+            s, rewards = s.detach(), []
         u = (thetas[:, 0] + thetas[:, 1] * s[:, 0] + thetas[:, 2] * s[:, 1])[:, None]
         u = u + sigma * torch.randn(u.shape, generator=gen, dtype=u.dtype)
         s, r, _ = env.step(s, u)
         rewards.append(r)
     R = torch.stack(rewards)
-    loss, _ = bptt_loss(R, 1.0, torch.zeros_like(R, dtype=torch.bool), normalizer=1.0)  # −Σ_i G_i
-    (grad,) = torch.autograd.grad(loss, thetas)
+    losses.append(bptt_loss(R, 1.0, torch.zeros_like(R, dtype=torch.bool), normalizer=1.0)[0])  # −Σ_i G_i
+    (grad,) = torch.autograd.grad(torch.stack(losses).sum(), thetas)
     return -grad
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgrad.lab.measure import Measurement
@@ -24,13 +26,17 @@ COLUMNS = (
 )
 
 
+def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A markdown table of dict rows; `columns` are (key, title, format) triples."""
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(measurements: list[Measurement]) -> str:
     """One row per (estimator, budget)."""
-    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    for m in measurements:
-        row = m.row()
-        lines.append("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS) + " |")
-    return "\n".join(lines)
+    return format_table([m.row() for m in measurements], COLUMNS)
 
 
 def plot_measurements(measurements: list[Measurement], path: str | Path, title: str = "") -> Path:
@@ -58,6 +64,60 @@ def plot_measurements(measurements: list[Measurement], path: str | Path, title: 
         title="relative bias",
     )
     for ax in (ax_var, ax_bias):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class Line:
+    """One line of a `Panel`: y against x, with a matplotlib format string (e.g. "o-", "--")."""
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    style: str = "o-"
+    color: str | None = None
+
+
+@dataclass
+class Panel:
+    """One axes of `plot_panels`."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: list[Line] = field(default_factory=list)
+    xlog: bool = True
+    ylog: bool = True
+
+
+def plot_panels(panels: Sequence[Panel], path: str | Path, title: str = "") -> Path:
+    """Side-by-side panels of lines (for studies whose x axis is not the budget B, e.g. a window length)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for line in panel.lines:
+            # A log axis cannot show 0: such points are left out (e.g. a closed-form bias that is exactly 0).
+            points = [(x, y) for x, y in zip(line.x, line.y, strict=True) if not panel.ylog or y > 0]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, line.style, label=line.label, color=line.color)
+        if panel.xlog:
+            ax.set_xscale("log", base=2)
+        if panel.ylog:
+            ax.set_yscale("log")
+        ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     if title:

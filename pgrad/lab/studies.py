@@ -1,11 +1,13 @@
 """Lab studies: families of estimators measured across sample budgets, written as a table and a plot.
 
 `pgrad lab STUDY` runs one (`pgrad lab list` names them) and writes `STUDY.md` and `STUDY.png` into the
-output folder; `pgrad lab claims` runs the claims of `pgrad.lab.claims`.
+output folder; `pgrad lab claims` runs the claims of `pgrad.lab.claims`. A study whose axis is not the budget
+(`windows`: the window length h) returns a `StudyPage` with its own tables and plot.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from pgrad.lab.score_function import (
     off_policy_estimator,
     optimal_constant_baseline,
 )
+from pgrad.lab.windows import plot_windows, window_page, window_study
 
 
 @dataclass
@@ -51,6 +54,17 @@ class StudyOptions:
     """Episode length H of the finite-horizon objective."""
     seed: int = 0
     """Seed of the problem, the policy and the estimates."""
+
+
+@dataclass
+class StudyPage:
+    """What a study returns when the standard table and plot (against the budget B) do not fit its axis (e.g.
+    the window length h): its measurements, its own markdown body and a function writing its plot."""
+
+    title: str
+    measurements: list[Measurement]
+    body: str
+    plot: Callable[[Path], Path]
 
 
 def _run(options: StudyOptions, estimators: dict[str, Estimator], exact) -> list[Measurement]:
@@ -212,7 +226,23 @@ def study_zeroth_order(options: StudyOptions) -> tuple[str, list[Measurement]]:
     )
 
 
-STUDIES: dict[str, Callable[[StudyOptions], tuple[str, list[Measurement]]]] = {
+def study_windows(options: StudyOptions) -> StudyPage:
+    """SHAC's windowed gradient as the window h grows (1 … 64): on an LQR closed by the exact, a 30%-wrong
+    and no critic (bias against the exact ∇J with its closed form, variance per window and per env step), and
+    on the contact toy at three stiffnesses (APG windows against a finite-difference reference). B = the
+    largest --budgets windows per LQR estimate, M = --estimates; 10·M contact episodes per (k, h)."""
+    budget = max(options.budgets)
+    study = window_study(budget, options.estimates, seed=options.seed)
+    measurements = [row.measurement for row in [*study.lqr, *study.contact]]
+    return StudyPage(
+        "SHAC's window length h: bias and variance on an LQR and on the contact toy",
+        measurements,
+        window_page(study, budget, options.estimates),
+        lambda path: plot_windows(study, path),
+    )
+
+
+STUDIES: dict[str, Callable[[StudyOptions], tuple[str, list[Measurement]] | StudyPage]] = {
     "baselines": study_baselines,
     "gae": study_gae,
     "off_policy": study_off_policy,
@@ -220,22 +250,28 @@ STUDIES: dict[str, Callable[[StudyOptions], tuple[str, list[Measurement]]]] = {
     "bptt": study_bptt,
     "relaxations": study_relaxations,
     "zeroth_order": study_zeroth_order,
+    "windows": study_windows,
 }
 
 
 def run_study(name: str, options: StudyOptions, out: str | Path) -> tuple[str, Path]:
     """Run a study; write `<out>/<name>.md` and `<out>/<name>.png`; return the markdown and the plot path."""
-    title, measurements = STUDIES[name](options)
+    result = STUDIES[name](options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plot = plot_measurements(measurements, out / f"{name}.png", title)
-    about = (STUDIES[name].__doc__ or "").strip()
+    if isinstance(result, StudyPage):
+        title, body, plot = result.title, result.body, result.plot(out / f"{name}.png")
+    else:
+        title, measurements = result
+        body = markdown_table(measurements)
+        plot = plot_measurements(measurements, out / f"{name}.png", title)
+    about = inspect.cleandoc(STUDIES[name].__doc__ or "")
     command = (
         f"pgrad lab {name} --estimates {options.estimates} --budgets {' '.join(map(str, options.budgets))}"
     )
     text = (
         f"# {title}\n\n{about}\n\nStatistics: see [README.md](README.md) (`pgrad.lab.measure`). "
-        f"Reproduce with `{command}`.\n\n{markdown_table(measurements)}\n\n![{name}]({plot.name})\n"
+        f"Reproduce with `{command}`.\n\n{body}\n\n![{name}]({plot.name})\n"
     )
     (out / f"{name}.md").write_text(text)
     return text, plot

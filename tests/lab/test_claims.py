@@ -1,6 +1,6 @@
 """The claims hold on seed 0, their verdicts are counted over seeds, and every check of every claim can fail.
 
-The acceptance run over seeds 0–9 (`run_claims(seeds=range(10))`, ~1.5 min) is in docs/lab/claims.md; here
+The acceptance run over seeds 0–9 (`run_claims(seeds=range(10))`, ~2.5 min) is in docs/lab/claims.md; here
 each claim runs on one seed, and then once per check with a wrong input substituted (a biased estimator,
 extra noise, a critic with an error where the claim says exact, a finite-difference routine that evaluates
 more than it reports, ...): the named check, and so the claim's verdict, must turn false.
@@ -254,6 +254,57 @@ def _swap_mismatch(monkeypatch):
     )
 
 
+def _window_critic(mapping):
+    """The LQR window closed by critic_scale ↦ mapping(critic_scale) (1 = exact V, 0 = no critic)."""
+
+    def setup(monkeypatch):
+        real = claims.shac_window_estimator
+
+        def factory(problem, K, sigma, window, critic_scale=1.0):
+            return real(problem, K, sigma, window, mapping(critic_scale))
+
+        monkeypatch.setattr(claims, "shac_window_estimator", factory)
+
+    return setup
+
+
+def _noisy_windows(monkeypatch):
+    real = claims.shac_window_estimator
+    monkeypatch.setattr(claims, "shac_window_estimator", lambda *args, **kw: noisy(real(*args, **kw), 3.0))
+
+
+def _swap_windows(monkeypatch):
+    real = claims.shac_window_estimator
+    swap = {2: 32, 32: 2}
+
+    def factory(problem, K, sigma, window, critic_scale=1.0):
+        return real(problem, K, sigma, swap.get(window, window), critic_scale)
+
+    monkeypatch.setattr(claims, "shac_window_estimator", factory)
+
+
+def _closed_form_forgets_the_critic(monkeypatch):
+    """A closed form that ignores the missing critic (its mean would be ∇J): the estimates contradict it."""
+    real = claims.window_expected_gradient
+
+    def closed_form(problem, K, sigma, window, critic_scale=1.0):
+        return real(problem, K, sigma, window, 1.0)
+
+    monkeypatch.setattr(claims, "window_expected_gradient", closed_form)
+
+
+def _flat_contact_variance(monkeypatch):
+    def gradients(env, theta, sigma, window, rollouts, gen):
+        return torch.randn(rollouts, 3, generator=gen, dtype=torch.float64)
+
+    monkeypatch.setattr(claims, "contact_window_gradients", gradients)
+
+
+def _swap_stiffness(monkeypatch):
+    real = claims.contact_window_env
+    monkeypatch.setattr(claims, "contact_window_env", lambda k: real({1e3: 3e4, 3e4: 1e3}.get(k, k)))
+
+
 MUTATIONS = [
     (1, "unbiased at B = 10, 100, 1000", _biased_tabular("total", 0.1)),
     (1, "‖ḡ − ∇J‖ ∝ B^s, −0.8 < s < −0.2", _noisy_tabular("total", 3.0)),
@@ -290,6 +341,17 @@ MUTATIONS = [
     (10, "IS unbiased at every H and δ", _unweighted_importance_sampling),
     (10, "variance ratio grows with H (δ = 0.5)", _swap_horizons),
     (10, "variance ratio grows with δ (H = 10)", _swap_mismatch),
+    (11, "exact V: unbiased at h = 1, 4, 32", _window_critic(lambda scale: 1.2 * scale)),
+    (11, "exact V: 99% bound on the relative bias < 0.1 at h = 1, 4, 32", _noisy_windows),
+    (12, "V = 0: biased at h = 2 and 8", _window_critic(lambda scale: 1.0)),
+    (12, "bias falls as h grows (h = 2 > 8 > 32)", _swap_windows),
+    (
+        12,
+        "mean = closed form ∇J + γʰ/(1 − γʰ)·∇E[(V̂ − V)(x_h)] at h = 2, 8, 32",
+        _closed_form_forgets_the_critic,
+    ),
+    (13, "stiff wall: variance grows > 100× from h = 1 to h = 64", _flat_contact_variance),
+    (13, "stiff wall's growth > 10× the soft wall's", _swap_stiffness),
 ]
 
 
