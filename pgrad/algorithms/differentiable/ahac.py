@@ -25,7 +25,7 @@ window: AHAC is then SHAC with an H_max window, twin critics and no target criti
 Critics (as in the paper): two value networks regressed on the same TD(λ) targets, both the targets and the
 actor's bootstrap using their minimum; no target critic.
 
-Defaults: SHAC's (64 envs, ELU + LayerNorm 64×64, actor 1e-2, critic 1e-3, Adam betas (0.7, 0.95), clip 1,
+Defaults: SHAC's (64 envs, ELU + LayerNorm 64×64, actor 5e-3, critic 1e-3, Adam betas (0.7, 0.95), clip 1,
 γ 0.99, λ 0.95, 16 × 4 critic minibatches), H from 32 within [8, 64], C = 50 (a bounce on
 pgrad/ContactToy-v0 at 2 m/s peaks near 63).
 """

@@ -14,7 +14,7 @@ target network. The temperature α follows the SAC rule, −log α · E[log π +
 policy's entropy is held near H̄ rather than collapsing, which is what stabilises BPTT's sharp gradients.
 The policy's log σ is state-dependent and softly bounded to [−5, 2].
 
-Defaults: SHAC's (64 envs × 32-step windows, ELU + LayerNorm 64×64, actor 1e-2, critic 1e-3, Adam betas
+Defaults: SHAC's (64 envs × 32-step windows, ELU + LayerNorm 64×64, actor 5e-3, critic 1e-3, Adam betas
 (0.7, 0.95), clip 1, γ 0.99, λ 0.95, 16 × 4 critic minibatches), α from 0.1 with lr 5e-3.
 """
 

@@ -16,9 +16,9 @@ The critic V regresses on TD(λ) targets of the window (λ-returns with V̄ at t
 with α = `target_alpha`. Observations are normalised with running statistics.
 
 Defaults: the paper's CartPole swing-up setting (../shared/FACTS.md): 64 envs × 32-step windows, actor and
-critic 64×64 ELU + LayerNorm, actor lr 1e-2, critic lr 1e-3, Adam betas (0.7, 0.95), gradient clip 1,
-γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, α 0.2, and the reference implementation's linear decay of
-both learning rates to 0 over the budget.
+critic 64×64 ELU + LayerNorm, actor lr 5e-3 (the paper: 1e-2; see Config), critic lr 1e-3, Adam betas
+(0.7, 0.95), gradient clip 1, γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, α 0.2, and the reference
+implementation's linear decay of both learning rates to 0 over the budget.
 
 AHAC and SAPO (ahac.py, sapo.py) are SHAC with other networks, windows, rewards or closing critics: the
 methods below marked as what they change are the only places they differ.
@@ -68,8 +68,9 @@ class Config:
     """Discount γ."""
     lam: float = 0.95
     """λ of the critic's TD(λ) targets."""
-    actor_lr: float = 1e-2
-    """Actor learning rate."""
+    actor_lr: float = 5e-3
+    """Actor learning rate (the paper: 1e-2; here 5e-3 solved swing-up in 3/3 seeds at 1M steps where 1e-2
+    reached −667 and left Pendulum short of −200)."""
     critic_lr: float = 1e-3
     """Critic learning rate."""
     betas: tuple[float, float] = (0.7, 0.95)
