@@ -76,3 +76,20 @@ def test_apg_on_lqr_is_within_5_percent_of_the_riccati_optimum_on_paired_start_s
             gaps.append(float(total_return(act).mean() / optimal - 1))
     print(gaps)
     assert sum(gap < 0.05 for gap in gaps) >= 4, gaps
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7200)
+@pytest.mark.parametrize(
+    ("challenger", "task"), [("sapo", "pendulum"), ("sapo", "swingup"), ("ahac", "contact")]
+)
+def test_sapo_and_ahac_reach_shacs_threshold_within_1_5x_its_steps(challenger, task, tmp_path):
+    """Issue 10: SAPO and AHAC reach SHAC's return on their tasks within 1.5× SHAC's env steps (medians over
+    5 seeds of the steps to the case's threshold; a seed that misses counts as the budget)."""
+    steps = {}
+    for algo in ("shac", challenger):
+        case = f"{algo}-{task}"
+        rows = [run_case(case, seed, run_dir=str(tmp_path / f"{algo}-s{seed}")) for seed in range(5)]
+        steps[algo] = sorted(row["steps"] if row["reached"] else CASES[case]["budget"] for row in rows)
+    print(steps)
+    assert steps[challenger][2] <= 1.5 * steps["shac"][2], steps
