@@ -70,6 +70,15 @@ def _progress(enabled: bool, total: int, label: str):
     return progress, task
 
 
+def fresh_dir(base: str) -> Path:
+    """`base`, or `base-2`, `base-3`, … where it is taken (two runs started in the same second)."""
+    candidate, n = Path(base), 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
+
+
 class Trainer:
     """Builds the envs and the algorithm, runs iterations until the step budget is spent, logs, evaluates
     and checkpoints. `Trainer(...).run()` is what `pgrad.train` and `pgrad resume` call.
@@ -98,7 +107,9 @@ class Trainer:
         torch.set_num_threads(run.threads)
         self.device = torch.device(run.device)
         default_dir = f"runs/{self.cls.name}-{self.label.replace(':', '_').replace('/', '_')}-s{run.seed}"
-        self.run_dir = Path(run.run_dir or f"{default_dir}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir = (
+            Path(run.run_dir) if run.run_dir else fresh_dir(f"{default_dir}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         self.checkpoints = self.run_dir / "checkpoints"
         check_run_dir(self.run_dir, resume)
         seed_everything(run.seed)

@@ -118,6 +118,17 @@ def test_run_dir_that_is_a_file_or_not_writable(tmp_path):
         locked.chmod(0o700)
 
 
+def test_runs_started_in_the_same_second_get_their_own_default_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261201-120000")  # both start "in the same second"
+    options = dict(total_steps=64, seed=3, eval_every=0, eval_episodes=0, **QUIET)
+    first = pgrad.train("reinforce", "CartPole-v1", **options)["run_dir"]
+    second = pgrad.train("reinforce", "CartPole-v1", **options)["run_dir"]
+    assert first == "runs/reinforce-CartPole-v1-s3-20261201-120000"
+    assert second == first + "-2"
+
+
+
 # -- interrupts ---------------------------------------------------------------------------------------------
 
 
