@@ -58,8 +58,8 @@ def resolve_checkpoint(path: str | Path, checkpoint: str | int = "latest") -> tu
         root = path.parent.parent if path.parent.name == "best" else path.parent
         return root.parent, path
     if (path / LATEST).exists() and path.name in ("checkpoints", "best"):  # a checkpoints (or best) folder
-        root = path.parent if path.name == "checkpoints" else path.parent.parent
-        return root.parent, latest_checkpoint(path)
+        checkpoints = path if path.name == "checkpoints" else path.parent
+        return checkpoints.parent, latest_checkpoint(path)
     checkpoints = path / "checkpoints"
     if checkpoint == "latest":
         return path, latest_checkpoint(checkpoints)

@@ -107,3 +107,57 @@ def test_a_replay_buffer_keeps_its_finals_after_wrapping_around():
             assert torch.equal(copy.state_dict()[key], value), key
     batch = copy.sample(8, torch.Generator().manual_seed(0))
     torch.testing.assert_close(batch.next_obs, batch.obs + 1)  # the stored true next state, finals included
+
+
+# -- gaps the mutation run showed (docs/testing.md) -----------------------------------------------------
+
+
+def test_a_buffer_of_exactly_n_step_rows_is_accepted():
+    ReplayBuffer(6, 2, (1,), 2, n_step=3)  # 3 rows of 2 sub-envs: just enough for 3-step returns
+    with pytest.raises(ConfigError, match="use capacity >= 6"):
+        ReplayBuffer(5, 2, (1,), 2, n_step=3)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    import pgrad
+
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    quiet = dict(progress=False, tensorboard=False)
+    pgrad.train("reinforce", "CartPole-v1", total_steps=600, seed=3, run_dir=str(run_dir), eval_every=300,
+                eval_episodes=2, num_envs=2, episodes_per_update=2, **quiet)  # fmt: skip
+    return run_dir
+
+
+def test_the_learning_curve_has_the_runs_title_and_both_series(small_run, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pgrad.run.plots import plot_learning_curve
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)  # keep the figure to look at it
+    plot_learning_curve(small_run, tmp_path / "curve.png")
+    (fig,) = closed
+    ax = fig.axes[0]
+    assert ax.get_title() == "reinforce on CartPole-v1 (seed 3)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["train (mean episode return)", "eval (deterministic)"]
+    assert tuple(fig.get_size_inches()) == (7.0, 4.0) and (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_a_checkpoints_or_best_folder_given_directly_resolves_to_its_run_and_latest(small_run):
+    from pgrad.run.checkpoint import latest_checkpoint
+    from pgrad.run.evaluate import resolve_checkpoint
+
+    for folder in (small_run / "checkpoints", small_run / "checkpoints" / "best"):
+        assert resolve_checkpoint(folder) == (small_run, latest_checkpoint(folder))  # was: the run's parent
+
+
+def test_asking_for_a_best_checkpoint_that_does_not_exist_names_its_folder(tmp_path):
+    from pgrad.run.evaluate import resolve_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint(tmp_path, "best")
+    best = tmp_path / "checkpoints" / "best"
+    assert str(info.value) == f"{best}: no best checkpoint (no evaluation has run yet)"

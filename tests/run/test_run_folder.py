@@ -128,7 +128,6 @@ def test_runs_started_in_the_same_second_get_their_own_default_folders(tmp_path,
     assert second == first + "-2"
 
 
-
 # -- interrupts ---------------------------------------------------------------------------------------------
 
 
