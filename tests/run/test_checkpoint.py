@@ -488,3 +488,10 @@ def test_load_checkpoint_validates_against_expected(tmp_path):
     _, other, _ = trained_and_fresh(features=8)
     message = refusal(load_checkpoint, folder, expected=other)
     assert message.startswith(f"{folder / 'state.safetensors'}: /model/0.weight has shape (4, 3)")
+
+
+def test_validate_refuses_per_parameter_optimizer_state_that_is_not_a_dict():
+    trained, fresh, _ = trained_and_fresh()
+    trained["optimizer"]["state"][0] = 1.5
+    message = validation_error(fresh, trained)
+    assert "/optimizer/state/0 is a number, the model expects a dict of per-parameter state" in message
