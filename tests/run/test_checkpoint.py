@@ -495,3 +495,10 @@ def test_validate_refuses_per_parameter_optimizer_state_that_is_not_a_dict():
     trained["optimizer"]["state"][0] = 1.5
     message = validation_error(fresh, trained)
     assert "/optimizer/state/0 is a number, the model expects a dict of per-parameter state" in message
+
+
+def test_validate_counts_one_more_problem_in_the_singular():
+    trained, fresh, _ = trained_and_fresh()
+    del trained["model"]["2.bias"], trained["model"]["2.weight"]
+    message = validation_error(fresh, trained)
+    assert message.endswith("(and 1 more problem)")

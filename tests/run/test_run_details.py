@@ -1,6 +1,7 @@
 """Details of the run harness that its main tests do not pin: option type errors for every kind of hint,
 an agent of another dtype, and the replay buffer's checks and empty round trip."""
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -161,3 +162,36 @@ def test_asking_for_a_best_checkpoint_that_does_not_exist_names_its_folder(tmp_p
         resolve_checkpoint(tmp_path, "best")
     best = tmp_path / "checkpoints" / "best"
     assert str(info.value) == f"{best}: no best checkpoint (no evaluation has run yet)"
+
+
+def test_the_trainers_records_and_summary(tmp_path):
+    """What metrics.jsonl and the summary promise: keys, a growing training clock, steps per second that are
+    steps over seconds, and a target that stops the run and is reported."""
+    import pgrad
+    from pgrad.run.logger import read_metrics
+
+    quiet = dict(num_envs=2, episodes_per_update=2, progress=False, tensorboard=False)
+    summary = pgrad.train("reinforce", "CartPole-v1", total_steps=20_000, seed=1, run_dir=str(tmp_path / "t"),
+                          eval_every=500, eval_episodes=1, target_return=-1.0, **quiet)  # fmt: skip
+    assert summary["target_reached"] is True and summary["global_step"] < 20_000  # stopped at the first eval
+    run_dir = tmp_path / "r"
+    summary = pgrad.train("reinforce", "CartPole-v1", total_steps=4000, seed=1, run_dir=str(run_dir),
+                          eval_every=0, eval_episodes=0, log_every=500, **quiet)  # fmt: skip
+    assert summary["target_reached"] is False and summary["wall_time"] > 0
+    rows = [r for r in read_metrics(run_dir) if "charts/sps" in r]
+    assert len(rows) >= 2
+    times = [r["time"] for r in rows]
+    assert all(isinstance(t, float) for t in times) and times == sorted(times) and times[-1] > 0
+    for r in rows:
+        assert r["charts/episodes"] >= 1 and np.isfinite(r["charts/episode_return"])
+    for a, b in itertools.pairwise(rows):
+        rate = (b["global_step"] - a["global_step"]) / max(b["time"] - a["time"], 1e-9)
+        assert 0.2 < b["charts/sps"] / rate < 5  # steps over (about) the same seconds
+
+
+def test_save_checkpoint_keeps_the_three_newest_by_default(tmp_path):
+    from pgrad.run.checkpoint import save_checkpoint
+
+    for step in range(1, 6):
+        save_checkpoint(tmp_path, step, {"x": torch.zeros(1)})
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == [f"step_{s:012d}" for s in (3, 4, 5)]
