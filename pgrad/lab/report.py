@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pgrad.lab.measure import Measurement
 
@@ -66,6 +67,13 @@ def plot_measurements(measurements: list[Measurement], path: str | Path, title: 
     for ax in (ax_var, ax_bias):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
+    return _save(fig, path, title)
+
+
+def _save(fig: Any, path: str | Path, title: str | None) -> Path:
+    """Title, lay out, write and close a figure."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -120,10 +128,4 @@ def plot_panels(panels: Sequence[Panel], path: str | Path, title: str = "") -> P
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)

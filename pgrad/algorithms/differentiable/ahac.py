@@ -39,12 +39,11 @@ import torch
 from torch import Tensor
 
 from pgrad.algorithms.common import TensorState, check_at_least, check_non_negative, check_unit_interval
-from pgrad.algorithms.differentiable.base import Window, frozen, rollout
+from pgrad.algorithms.differentiable.base import TwinCritics, Window, frozen, rollout
 from pgrad.algorithms.differentiable.shac import SHAC
 from pgrad.algorithms.differentiable.shac import Config as SHACConfig
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
-from pgrad.policies.critics import ValueEnsemble
 from pgrad.run.seeding import derive_seed
 
 
@@ -68,7 +67,7 @@ class Config(SHACConfig):
     """Value networks in the ensemble (targets and bootstrap use their minimum)."""
 
 
-class AHAC(SHAC):
+class AHAC(TwinCritics, SHAC):
     name = "ahac"
     family = "differentiable simulator"
     summary = "AHAC: SHAC with no gradient through stiff contact and a window adapted by dual ascent"
@@ -87,12 +86,6 @@ class AHAC(SHAC):
         self.window_length = torch.tensor(float(config.horizon), dtype=torch.float64)  # H, a real number
         self.dual = torch.zeros((), dtype=torch.float64)  # φ
 
-    def make_critics(self) -> tuple[ValueEnsemble, None]:
-        """Twin value networks, no target critic."""
-        config = self.config
-        critics = ValueEnsemble(self.envs.obs_dim, config.hidden_sizes, config.activation, config.critics)
-        return critics.to(self.device), None
-
     def window(self) -> Window:
         steps = int(torch.round(self.window_length))
         return rollout(
@@ -107,19 +100,12 @@ class AHAC(SHAC):
         with frozen(self.critic):  # the actor's loss must not train the critics
             return self.critic(obs).min(dim=0).values
 
-    def target_values(self, obs: Tensor) -> Tensor:
-        return self.critic(obs).min(dim=0).values
-
-    def after_critic_fit(self) -> None:
-        pass  # no target critic
-
     def after_actor_step(self, window: Window) -> dict[str, Tensor]:
         """The dual step on φ and the primal step on H (module docstring)."""
         config = self.config
         steps = window.rewards.shape[0]
         # ρ: the fraction of this window's env rows a stiff contact crossed
-        crossed = window.cut.any(dim=0).double().mean() if window.cut is not None else torch.zeros(())
-        crossed = crossed.to(torch.float64)
+        crossed = window.cut.any(dim=0).double().mean() if window.cut is not None else self.dual.new_zeros(())
         self.dual = torch.clamp(self.dual + config.dual_lr * (crossed - config.max_cut_fraction), min=0.0)
         self.window_length = torch.clamp(
             self.window_length + config.horizon_lr * (1.0 - self.dual),

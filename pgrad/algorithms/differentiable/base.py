@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
+from pgrad.policies.critics import ValueEnsemble
 
 
 @dataclass
@@ -163,3 +164,19 @@ def gradient_spread(
             )
         )
     return torch.stack(flat).var(dim=0, correction=1).sum() * (n / groups)
+
+
+class TwinCritics:
+    """The critics of AHAC and SAPO (mixed in before SHAC): `config.critics` value networks and no target
+    critic; the TD(λ) targets use their minimum."""
+
+    def make_critics(self) -> tuple[ValueEnsemble, None]:
+        config = self.config
+        critics = ValueEnsemble(self.envs.obs_dim, config.hidden_sizes, config.activation, config.critics)
+        return critics.to(self.device), None
+
+    def target_values(self, obs: Tensor) -> Tensor:
+        return self.critic(obs).min(dim=0).values
+
+    def after_critic_fit(self) -> None:
+        pass  # no target critic

@@ -27,14 +27,13 @@ import torch
 from torch import Tensor
 
 from pgrad.algorithms.common import TensorState, check_at_least
-from pgrad.algorithms.differentiable.base import Window, frozen
+from pgrad.algorithms.differentiable.base import TwinCritics, Window, frozen
 from pgrad.algorithms.differentiable.shac import SHAC
 from pgrad.algorithms.differentiable.shac import Config as SHACConfig
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import temperature_loss
 from pgrad.optim import make_optimizer
-from pgrad.policies.critics import ValueEnsemble
 from pgrad.policies.networks import Policy
 
 
@@ -52,7 +51,7 @@ class Config(SHACConfig):
     """Value networks in the ensemble (targets: minimum; actor's bootstrap: mean)."""
 
 
-class SAPO(SHAC):
+class SAPO(TwinCritics, SHAC):
     name = "sapo"
     family = "differentiable simulator"
     summary = "SAPO: maximum-entropy SHAC, entropy inside the differentiable return, auto temperature"
@@ -71,13 +70,7 @@ class SAPO(SHAC):
         self.target_entropy = -float(action_dim) if config.target_entropy is None else config.target_entropy
 
     def make_policy(self, **head_options: Any) -> Policy:
-        return super().make_policy(state_dependent_std=True, cache_pre_tanh=True)
-
-    def make_critics(self) -> tuple[ValueEnsemble, None]:
-        """Twin value networks, no target critic."""
-        config = self.config
-        critics = ValueEnsemble(self.envs.obs_dim, config.hidden_sizes, config.activation, config.critics)
-        return critics.to(self.device), None
+        return super().make_policy(state_dependent_std=True, cache_pre_tanh=True, **head_options)
 
     def act(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         dist = self.policy.distribution(obs.to(self.actor_params[0].dtype))
@@ -92,12 +85,6 @@ class SAPO(SHAC):
     def bootstrap_values(self, obs: Tensor) -> Tensor:
         with frozen(self.critic):  # the actor's loss must not train the critics
             return self.critic(obs).mean(dim=0)
-
-    def target_values(self, obs: Tensor) -> Tensor:
-        return self.critic(obs).min(dim=0).values
-
-    def after_critic_fit(self) -> None:
-        pass  # no target critic
 
     def after_actor_step(self, window: Window) -> dict[str, Tensor]:
         """The temperature step towards the entropy target, on the window's log-probabilities."""
