@@ -9,7 +9,7 @@ from typing import Any
 from pgrad.algorithms import get_algorithm
 from pgrad.envs.base import EnvFactory
 from pgrad.errors import ConfigError, did_you_mean
-from pgrad.run.config import RESUMABLE_OPTIONS, RunConfig
+from pgrad.run.config import RESUMABLE_OPTIONS, RunConfig, use_threads
 from pgrad.run.evaluate import Agent, evaluate_policy, load_policy, resolve_checkpoint
 from pgrad.run.trainer import Trainer, read_run_file
 
@@ -86,10 +86,14 @@ def _tuples(values: dict[str, Any], config_cls: type) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(getattr(defaults, k, None), tuple) else v for k, v in values.items()}
 
 
-def load(run_dir: str | Path, checkpoint: str | int = "latest") -> Agent:
+def load(run_dir: str | Path, checkpoint: str | int = "latest", threads: int | None = 1) -> Agent:
     """A run's policy as an `Agent` with `act(obs, deterministic=...)`: its latest checkpoint, its best-
     evaluated one (`checkpoint="best"`), the one at a step (`checkpoint=40960`), or a checkpoint folder
-    given as `run_dir` (`runs/x/checkpoints/step_000000040960`)."""
+    given as `run_dir` (`runs/x/checkpoints/step_000000040960`).
+
+    `threads` sets torch's CPU thread count for the process, as every pgrad entry point does (None: leave
+    it)."""
+    use_threads(threads)
     return load_policy(run_dir, checkpoint)
 
 
@@ -101,13 +105,16 @@ def evaluate(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     checkpoint: str | int = "latest",
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Mean and std of the return over `episodes` episodes (env defaults to the one the run trained on).
 
-    `agent` is an `Agent` or a run folder / checkpoint folder (with `checkpoint` as in `load`)."""
+    `agent` is an `Agent` or a run folder / checkpoint folder (with `checkpoint` as in `load`); `threads`
+    as in `load`. Episodes run batched, up to 16 sub-envs stepped together."""
+    use_threads(threads)
     if not isinstance(agent, Agent):
         run_dir, _ = resolve_checkpoint(agent, checkpoint)
-        agent = load(agent, checkpoint)
+        agent = load(agent, checkpoint, threads=None)
         saved = read_run_file(run_dir)
         if env is None and not saved.get("env_is_id", True):
             raise ConfigError(

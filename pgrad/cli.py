@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Generic, TypeVar
 
-import torch
 import tyro
 
 from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did_you_mean
-from pgrad.run.config import RunConfig
+from pgrad.run.config import RunConfig, use_threads
 
 C = TypeVar("C")
 USAGE = """usage: pgrad {train,eval,resume,list} ...
@@ -66,6 +65,8 @@ class EvalArgs:
     checkpoint: str = "latest"
     """Which checkpoint: latest, best (the best-evaluated) or a step number; DIR may also be a checkpoint
     folder (DIR/checkpoints/step_N)."""
+    threads: int = 1
+    """torch CPU threads."""
 
 
 @dataclasses.dataclass
@@ -201,6 +202,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
         deterministic=args.deterministic,
         seed=args.seed,
         checkpoint=args.checkpoint,
+        threads=args.threads,
     )
     print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "episodes")}))
     return 0
@@ -243,13 +245,13 @@ class ClaimsArgs:
     """Folder for claims.md."""
     seeds: int = 5
     """Run every claim on seeds 0 … SEEDS−1 and report on how many it holds ("holds on k/SEEDS")."""
+    threads: int = 1
+    """torch CPU threads (1: small problems run fastest on one, and timings stay comparable)."""
 
 
 def cmd_lab(argv: Sequence[str]) -> int:
     from pgrad.lab.claims import claims_table, run_claims
     from pgrad.lab.studies import STUDIES, StudyOptions, run_study
-
-    torch.set_num_threads(1)  # small problems: one thread is fastest, and timings are comparable
 
     if not argv or argv[0] in ("-h", "--help", "list"):
         print("studies: " + ", ".join([*STUDIES, "claims"]))
@@ -260,6 +262,7 @@ def cmd_lab(argv: Sequence[str]) -> int:
     name, rest = argv[0], argv[1:]
     if name == "claims":
         args = _parse(ClaimsArgs, rest, "pgrad lab claims")
+        use_threads(args.threads)
         if args.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
         table = claims_table(run_claims(seeds=range(args.seeds)))
@@ -274,8 +277,11 @@ def cmd_lab(argv: Sequence[str]) -> int:
     class LabArgs(StudyOptions):
         out: str = "lab"
         """Folder for the study's markdown table and plot."""
+        threads: int = 1
+        """torch CPU threads."""
 
     args = _parse(LabArgs, rest, f"pgrad lab {name}")
+    use_threads(args.threads)
     options = StudyOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudyOptions)})
     text, plot = run_study(name, options, args.out)
     print(text)

@@ -10,10 +10,19 @@ ever receives a class.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pgrad.errors import ConfigError
-from pgrad.run.algorithm import FAMILIES, Algorithm
+
+if TYPE_CHECKING:
+    from pgrad.run.algorithm import Algorithm
+
+# How an algorithm estimates ∇θJ: the value of its `family`, in the order `pgrad list` shows them.
+FAMILIES = ("score function", "learned critic", "differentiable simulator")
 
 # name -> "module:Class", grouped by family; imported on first use so `pgrad list` and the CLI stay fast.
 REGISTRY: dict[str, str] = {
@@ -48,13 +57,48 @@ def get_algorithm(name: str) -> type[Algorithm]:
 
 
 def list_algorithms() -> list[dict[str, str]]:
-    """Each algorithm with its estimator family and a one-line summary, grouped by family."""
+    """Each algorithm with its estimator family and a one-line summary, grouped by family.
+
+    Read from the algorithm files' class attributes without importing them (no torch: `pgrad list` starts
+    fast), or from the class where its module is already loaded."""
     rows = []
-    for name in REGISTRY:
-        cls = get_algorithm(name)
-        rows.append({"name": name, "family": cls.family, "summary": cls.summary})
+    for name, target in REGISTRY.items():
+        module, cls = target.split(":")
+        attributes = _class_attributes(module, cls, ("family", "summary"))
+        rows.append({"name": name, **attributes})
     order = {family: i for i, family in enumerate(FAMILIES)}
     return sorted(rows, key=lambda row: order.get(row["family"], len(order)))
 
 
-__all__ = ["REGISTRY", "Algorithm", "get_algorithm", "list_algorithms"]
+def _class_attributes(module: str, cls: str, names: tuple[str, ...]) -> dict[str, str]:
+    """Class attributes given as literals in a module's source, read with `ast`; imported when they are not
+    literals there (or the module is loaded already)."""
+    if module not in sys.modules:
+        path = Path(__file__).parent.joinpath(*module.split(".")[2:]).with_suffix(".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == cls:
+                found = {
+                    target.id: stmt.value
+                    for stmt in node.body
+                    if isinstance(stmt, ast.Assign)
+                    for target in stmt.targets
+                    if isinstance(target, ast.Name) and target.id in names
+                }
+                try:
+                    return {name: ast.literal_eval(found[name]) for name in names}
+                except (KeyError, ValueError):
+                    break  # inherited or computed: import the class
+    loaded = getattr(importlib.import_module(module), cls)
+    return {name: getattr(loaded, name) for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Algorithm":  # the base class, loaded on first use (it needs torch)
+        from pgrad.run.algorithm import Algorithm
+
+        return Algorithm
+    raise AttributeError(f"module 'pgrad.algorithms' has no attribute '{name}'")
+
+
+__all__ = ["FAMILIES", "REGISTRY", "Algorithm", "get_algorithm", "list_algorithms"]

@@ -18,8 +18,6 @@ from pgrad.envs.base import VecEnv
 from pgrad.policies.networks import Policy
 from pgrad.run.config import check_field_types
 
-FAMILIES = ("score function", "learned critic", "differentiable simulator")
-
 
 @dataclass
 class IterationResult:
@@ -39,7 +37,7 @@ class Algorithm:
     saves/restores it through `state_dict`/`load_state_dict` (nested dicts of tensors and plain values).
 
     Subclasses set the class attributes and own a `policy` the harness evaluates and saves. `family` is one of
-    `FAMILIES`: how the algorithm estimates ∇θJ.
+    `pgrad.algorithms.FAMILIES`: how the algorithm estimates ∇θJ.
     """
 
     name: ClassVar[str]

@@ -30,7 +30,7 @@ from pgrad.envs.spaces import space_to_dict
 from pgrad.errors import ConfigError, Interrupted, PgradWarning
 from pgrad.run.algorithm import Algorithm
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pgrad.run.config import RunConfig, check_field_types, check_run_config
+from pgrad.run.config import RunConfig, check_field_types, check_run_config, use_threads
 from pgrad.run.evaluate import evaluate_policy
 from pgrad.run.folder import RunLock, check_run_dir, read_run_file, write_run_file
 from pgrad.run.interrupts import StopRequest
@@ -104,7 +104,7 @@ class Trainer:
         self.env = env if env is not None else run.env
         self.env_kwargs = dict(env_kwargs or {})
         self.label = env_label(self.env)
-        torch.set_num_threads(run.threads)
+        use_threads(run.threads)
         self.device = torch.device(run.device)
         default_dir = f"runs/{self.cls.name}-{self.label.replace(':', '_').replace('/', '_')}-s{run.seed}"
         self.run_dir = (

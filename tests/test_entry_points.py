@@ -1,0 +1,112 @@
+"""Every entry point sets torch's thread count through one function, and the commands that only print
+(`pgrad --help`, `pgrad list`) start without importing torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pgrad
+from pgrad.algorithms import REGISTRY, get_algorithm, list_algorithms
+from pgrad.cli import main
+from pgrad.errors import ConfigError
+from pgrad.run.config import use_threads
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_help_and_list_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "import pgrad\n"
+        "assert 'torch' not in sys.modules, 'import pgrad'\n"
+        "from pgrad.cli import main\n"
+        "main(['--help']); main(['list'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert "sac_discrete" in out.stdout and "learned critic" in out.stdout
+
+
+def test_listing_read_from_the_sources_equals_the_classes():
+    rows = list_algorithms()
+    assert [r["name"] for r in rows] == sorted(REGISTRY, key=[r["name"] for r in rows].index)
+    assert {r["name"] for r in rows} == set(REGISTRY)
+    for row in rows:
+        cls = get_algorithm(row["name"])
+        assert (row["family"], row["summary"]) == (cls.family, cls.summary)
+    families = [r["family"] for r in rows]
+    assert families == sorted(
+        families, key=["score function", "learned critic", "differentiable simulator"].index
+    )
+
+
+def test_public_names_load_on_first_use():
+    assert pgrad.train is pgrad.api.train and pgrad.ConfigError is ConfigError
+    assert set(pgrad.__all__) == set(pgrad._PUBLIC) and set(pgrad.__all__) <= set(dir(pgrad))
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        pgrad.nosuch  # noqa: B018
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_use_threads_refuses_bad_counts(bad):
+    with pytest.raises(ConfigError, match="--threads must be >= 1"):
+        use_threads(bad)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("entry") / "run"
+    pgrad.train(
+        "reinforce", "CartPole-v1", total_steps=300, seed=0, run_dir=str(path), eval_every=0, eval_episodes=1,
+        progress=False, tensorboard=False, hidden_sizes=(8,),
+    )  # fmt: skip
+    return str(path)
+
+
+def test_eval_honours_threads(run_dir, restore_threads, capsys):
+    torch.set_num_threads(1)
+    assert main(["eval", run_dir, "--episodes", "1", "--threads", "2"]) == 0
+    assert torch.get_num_threads() == 2
+    assert main(["eval", run_dir, "--episodes", "1"]) == 0  # the default is one thread
+    assert torch.get_num_threads() == 1
+
+
+def test_api_load_and_evaluate_set_threads(run_dir, restore_threads):
+    torch.set_num_threads(2)
+    pgrad.load(run_dir)
+    assert torch.get_num_threads() == 1
+    pgrad.evaluate(run_dir, episodes=1, threads=2)
+    assert torch.get_num_threads() == 2
+    pgrad.evaluate(run_dir, episodes=1, threads=None)  # None leaves it
+    assert torch.get_num_threads() == 2
+
+
+def test_resume_honours_threads(run_dir, restore_threads):
+    torch.set_num_threads(1)
+    pgrad.resume(run_dir, total_steps=1_000, threads=2, progress=False)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("study", ["baselines", "claims"])
+def test_lab_honours_threads(study, tmp_path, restore_threads, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(
+        "pgrad.lab.claims.run_claims", lambda seeds: seen.append(torch.get_num_threads()) or []
+    )
+    monkeypatch.setattr("pgrad.lab.claims.claims_table", lambda results: "")
+    torch.set_num_threads(1)
+    args = ["--estimates", "4", "--budgets", "3"] if study != "claims" else []
+    assert main(["lab", study, "--out", str(tmp_path), "--threads", "2", *args]) == 0
+    assert torch.get_num_threads() == 2
+    assert seen == ([2] if study == "claims" else [])
