@@ -140,9 +140,11 @@ def worker_pgrad(row: dict[str, Any], algo: str, options: Any, seed: int) -> dic
 
 
 def worker_floor(row: dict[str, Any], options: dict[str, Any], seed: int) -> dict[str, Any]:
-    """pgrad's SAC update alone (CPU time, best of 5 × 50) on a filled buffer, with its FLOP count and this
-    process's matrix-product rate: how close the update comes to the floor FLOPs / rate."""
+    """pgrad's SAC update alone on a filled buffer (CPU time, best of 5 × 50), with its FLOP count, this
+    process's matrix-product rate, the time its matrix products take inside the update (torch.profiler:
+    where the update falls short of the floor), and the same update under `torch.compile`."""
     import torch
+    from torch.profiler import profile
 
     import pgrad
 
@@ -154,15 +156,38 @@ def worker_floor(row: dict[str, Any], options: dict[str, Any], seed: int) -> dic
     for i in range(400):
         model.iteration(i)
     batch = model.buffer.sample(config.batch_size, model.generator)
-    best = float("inf")
-    for _ in range(5):
-        start = time.process_time()
-        for _ in range(50):
+
+    def best_of(update: Any) -> float:
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(50):
+                update(batch)
+            best = min(best, (time.process_time() - start) / 50)
+        return best
+
+    seconds = best_of(model.update)
+    with profile() as prof:
+        for _ in range(20):
             model.update(batch)
-        best = min(best, (time.process_time() - start) / 50)
+    matmuls = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+    events = prof.key_averages()
+    matmul_us = sum(e.self_cpu_time_total for e in events if e.key in matmuls) / 20
+    total_us = sum(e.self_cpu_time_total for e in events) / 20
+    start = time.perf_counter()
+    compiled = torch.compile(model.update)
+    compiled(batch)
+    compile_seconds = time.perf_counter() - start
     space = envs.single_action_space
     flops = sac_update_flops(envs.obs_dim, space.shape[0], config.hidden_sizes, config.batch_size)
-    return {"update_seconds": best, "update_flops": flops, "matmul_rate": matmul_rate()}
+    return {
+        "update_seconds": seconds,
+        "update_flops": flops,
+        "matmul_rate": matmul_rate(),
+        "matmul_share": matmul_us / total_us,  # of the profiled update's CPU time
+        "compiled_update_seconds": best_of(compiled),
+        "compile_seconds": compile_seconds,
+    }
 
 
 def worker_sb3(row: dict[str, Any], algo: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -233,6 +258,8 @@ class Args:
     """Seeds per row and library."""
     report_only: bool = False
     """Rebuild the table and plot from the saved runs without training."""
+    floor_only: bool = False
+    """Measure only the SAC update against its FLOP floor (same-settings row), no training runs."""
 
 
 def main() -> None:
@@ -250,7 +277,8 @@ def main() -> None:
     RUNS.parent.mkdir(parents=True, exist_ok=True)
     for name in () if args.report_only else args.rows:
         for seed in args.seeds:
-            for index, (lib, algo, _) in enumerate(ROWS[name]["runs"]):  # alternate libraries
+            runs = () if args.floor_only else ROWS[name]["runs"]
+            for index, (lib, algo, _) in enumerate(runs):  # alternate libraries
                 out = {
                     "row": name,
                     "lib": lib,
@@ -261,11 +289,17 @@ def main() -> None:
                 with open(RUNS, "a") as f:
                     f.write(json.dumps(out) + "\n")
                 print(json.dumps({k: v for k, v in out.items() if k != "curve"}), flush=True)
+            if name == "same-settings":  # the update alone against its FLOP floor
+                floor = {"row": name, "lib": "pgrad", "algo": "update", "seed": seed}
+                out = {**floor, **run_in_process(name, "pgrad", 1, seed, "--floor")}
+                with open(RUNS, "a") as f:
+                    f.write(json.dumps(out) + "\n")
+                print(json.dumps(out), flush=True)
     latest: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for line in RUNS.read_text().splitlines() if RUNS.exists() else []:
         out = json.loads(line)
         latest[(out["row"], out["lib"], out["algo"], out["seed"])] = out
-    _write([out for key, out in sorted(latest.items()) if key[0] in args.rows and key[3] in args.seeds])
+    _write([out for _, out in sorted(latest.items())])  # every row and seed measured so far
 
 
 def _write(runs: list[dict[str, Any]]) -> None:
@@ -288,7 +322,7 @@ def _write(runs: list[dict[str, Any]]) -> None:
     for i, name in enumerate(rows):
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in runs:
-            if r["row"] == name:
+            if r["row"] == name and "update_seconds" not in r:
                 groups.setdefault((r["lib"], r["algo"]), []).append(r)
         stats = {}
         for (lib, algo), rs in groups.items():
@@ -321,11 +355,23 @@ def _write(runs: list[dict[str, Any]]) -> None:
         if floor:
             flops, rate = floor[0]["update_flops"], np.mean([r["matmul_rate"] for r in floor])
             seconds = np.mean([r["update_seconds"] for r in floor])
+            share = np.mean([r["matmul_share"] for r in floor])
+            compiled = np.mean([r["compiled_update_seconds"] for r in floor])
             lines.append(
                 f"| {name} | pgrad SAC update alone | {seconds * 1e3:.2f} ms | "
                 f"floor {flops / rate * 1e3:.2f} ms "
                 f"({flops / 1e6:.0f} MFLOP at {rate / 1e9:.0f} GFLOP/s) | | **{flops / rate / seconds:.0%} "
                 "of the floor** | | |"
+            )
+            lines.append(
+                f"| {name} | where it goes | matrix products {share * seconds * 1e3:.2f} ms "
+                f"({flops / rate / (share * seconds):.0%} of the square-GEMM rate) | other ops "
+                f"{(1 - share) * seconds * 1e3:.2f} ms | | | | |"
+            )
+            lines.append(
+                f"| {name} | torch.compile(update) | {compiled * 1e3:.2f} ms "
+                f"({seconds / compiled:.2f}× eager) | compiling "
+                f"{np.mean([r['compile_seconds'] for r in floor]):.0f} s | | | | |"
             )
         for j, xlabel in enumerate(("env steps", "training wall time (s)")):
             axes[i, j].set_title(f"{name}: training return vs {xlabel}")
