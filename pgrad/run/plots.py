@@ -46,7 +46,10 @@ def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> 
     ax.set_ylabel("episode return")
     ax.set_title(_title(run_dir))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or evals:
+        ax.legend()
+    else:  # a run too short to finish an episode or evaluate
+        ax.text(0.5, 0.5, "no finished episodes yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -51,8 +51,8 @@ def test_reset_seed_reproducible():
 
 
 def test_backend_selection_errors():
-    with pytest.raises(EnvError, match="no native twin of env 'Pendulum-v1'"):
-        make_env("Pendulum-v1", 2, backend="native")
+    with pytest.raises(EnvError, match="no native twin of env 'FrozenLake-v1'"):
+        make_env("FrozenLake-v1", 2, backend="native")
     with pytest.raises(EnvError, match="unknown env backend"):
         make_env("CartPole-v1", 2, backend="jax")
 

@@ -79,6 +79,10 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, options):
         ("a2c", "Pendulum-v1", {"normalize_obs": True}),
         ("vpg", "Acrobot-v1", {"steps_per_epoch": 200}),
         ("ppo", "CartPole-v1", {"num_envs": 4, "num_steps": 32, "backend": "native", "anneal_lr": False}),
+        ("a2c", "Pendulum-v1", {"num_envs": 4, "backend": "native", "normalize_obs": True}),
+        ("vpg", "Acrobot-v1", {"num_envs": 2, "steps_per_epoch": 200, "backend": "native"}),
+        ("npg", "MountainCar-v0", {"num_envs": 2, "num_steps": 100, "backend": "native"}),
+        ("trpo", "MountainCarContinuous-v0", {"num_envs": 2, "num_steps": 100, "backend": "native"}),
     ],
 )
 def test_resume_continues_episodes_exactly(tmp_path, algorithm, env, options):

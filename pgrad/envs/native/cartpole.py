@@ -9,14 +9,12 @@ from different (equally distributed) states than Gymnasium's for the same seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from pgrad.envs.base import EpisodeStats, StepResult, TensorEnvState
-from pgrad.errors import EnvError
+from pgrad.envs.native.base import NativeVecEnv
 
 GRAVITY, MASS_CART, MASS_POLE, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = MASS_CART + MASS_POLE
@@ -39,84 +37,26 @@ def cartpole_step(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     )
 
 
-class CartPoleVecEnv(TensorEnvState):
+class CartPoleVecEnv(NativeVecEnv):
     """N CartPole-v1 envs in tensors, a `pgrad.envs.base.VecEnv` (same-step autoreset)."""
 
     label = "CartPole-v1 (native)"
     spec_id = "CartPole-v1"
+    state_dim = obs_dim = 4
+    time_limit = 500
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        *,
-        max_episode_steps: int = 500,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-        **_: object,
-    ):
-        if num_envs < 1:
-            raise EnvError(f"num_envs must be >= 1, got {num_envs}")
-        self.num_envs = num_envs
-        self.max_episode_steps = max_episode_steps
-        self.device = torch.device(device)
-        self.dtype = dtype
+    def _spaces(self) -> tuple[spaces.Box, spaces.Discrete]:
         high = np.array([X_LIMIT * 2, np.inf, THETA_LIMIT * 2, np.inf], dtype=np.float32)
-        self.single_observation_space = spaces.Box(-high, high, dtype=np.float32)
-        self.single_action_space = spaces.Discrete(2)
-        self.obs_dim = 4
-        self.global_step = 0
-        self._generator = torch.Generator(device=self.device)
-        self.state = torch.zeros(num_envs, 4, dtype=torch.float64, device=self.device)
-        self._steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
-        self._returns = torch.zeros(num_envs, dtype=torch.float64, device=self.device)
-        self._started = False
+        return spaces.Box(-high, high, dtype=np.float32), spaces.Discrete(2)
 
     def _start_states(self, n: int) -> torch.Tensor:
         u = torch.rand(n, 4, generator=self._generator, dtype=torch.float64, device=self.device)
         return u * 0.1 - 0.05
 
-    def reset(self, seed: int | Sequence[int] | None = None) -> torch.Tensor:
-        if seed is not None:
-            self._generator.manual_seed(
-                int(seed)
-                if isinstance(seed, int)
-                else int(np.random.SeedSequence(list(seed)).generate_state(1)[0])
-            )
-        self.state = self._start_states(self.num_envs)
-        self._steps.zero_()
-        self._returns.zero_()
-        self._started = True
-        return self.state.to(self.dtype)
-
-    def step(self, actions: torch.Tensor) -> tuple[StepResult, EpisodeStats]:
-        if not self._started:
-            raise EnvError(f"env '{self.label}': step() called before reset()")
-        actions = actions.to(self.device).reshape(self.num_envs)
-        if bool(((actions != 0) & (actions != 1)).any()):
-            raise EnvError(f"env '{self.label}', global step {self.global_step}: actions must be 0 or 1")
-        state = cartpole_step(self.state, actions)
+    def _dynamics(
+        self, state: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = cartpole_step(state, actions)
         x, theta = state[:, 0], state[:, 2]
         terminated = (x < -X_LIMIT) | (x > X_LIMIT) | (theta < -THETA_LIMIT) | (theta > THETA_LIMIT)
-        self._steps += 1
-        truncated = (self._steps >= self.max_episode_steps) & ~terminated
-        done = terminated | truncated
-        final_obs = state.to(self.dtype)
-        self._returns += 1.0
-        self.global_step += self.num_envs
-        stats = EpisodeStats(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-        if bool(done.any()):
-            rows = done.nonzero().squeeze(1)
-            stats = EpisodeStats(
-                self._returns[rows].cpu().numpy(), self._steps[rows].cpu().numpy(), rows.cpu().numpy()
-            )
-            state = state.clone()
-            state[rows] = self._start_states(len(rows))
-            self._steps[rows] = 0
-            self._returns[rows] = 0.0
-        self.state = state
-        reward = torch.ones(self.num_envs, dtype=self.dtype, device=self.device)
-        next_obs = state.to(self.dtype)
-        return StepResult(next_obs, reward, terminated, truncated, final_obs), stats
-
-    def close(self) -> None:
-        pass
+        return state, torch.ones(self.num_envs, dtype=torch.float64, device=self.device), terminated
