@@ -4,7 +4,7 @@ Each seed evaluates `eval_episodes` deterministic episodes every `eval_every` en
 evaluation at or above the threshold (RunConfig.target_return). Per-env settings are listed in CASES, like
 rl-baselines3-zoo's hyper-parameter files; options not listed are the algorithm's defaults.
 
-    python benchmarks/acceptance.py CASE [CASE ...] [--seeds 0 1 2 3 4]
+    python benchmarks/acceptance.py --cases CASE [CASE ...] [--seeds 0 1 2 3 4]
     python benchmarks/acceptance.py --list
 
 Results are merged into benchmarks/results/acceptance.md (one row per case and seed).
@@ -23,25 +23,10 @@ from typing import Any
 import tyro
 
 import pgrad
+from pgrad.algorithms.presets import PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "acceptance.md"
 
-# rl-zoo's CartPole PPO: 8 envs × 32 steps, 20 epochs of one 256-sample minibatch, γ 0.98, λ 0.8,
-# lr 1e-3 → 0, clip 0.2 → 0.
-PPO_CARTPOLE = dict(
-    num_envs=8,
-    num_steps=32,
-    num_minibatches=1,
-    update_epochs=20,
-    gamma=0.98,
-    gae_lambda=0.8,
-    lr=1e-3,
-    anneal_clip=True,
-)
-
-# Learned critics on Pendulum-v1: small networks, a short warm-up, batch 128 (rl-zoo uses 256×256 and
-# 10k random steps; at 20k steps both reach ≥ −200, these settings get there in a few thousand).
-CRITIC_PENDULUM = dict(hidden_sizes=(64, 64), learning_starts=500, batch_size=128)
 # The differentiable-simulator family's tasks (SAPO and AHAC are held to SHAC's thresholds on them).
 DIFF_PENDULUM = dict(
     env="pgrad/DiffPendulum-v0", budget=400_000, threshold=-200, eval_every=20_000, eval_episodes=10
@@ -57,50 +42,38 @@ CASES: dict[str, dict[str, Any]] = {
     "reinforce-cartpole": dict(
         algo="reinforce", env="CartPole-v1", budget=500_000, threshold=475, options={}
     ),
-    "ppo-cartpole": dict(algo="ppo", env="CartPole-v1", budget=100_000, threshold=475, options=PPO_CARTPOLE),
+    "ppo-cartpole": dict(
+        algo="ppo", env="CartPole-v1", budget=100_000, threshold=475, options=PRESETS["ppo"]["CartPole-v1"]
+    ),
     "ppo-muon-cartpole": dict(
         algo="ppo",
         env="CartPole-v1",
         budget=200_000,
         threshold=475,
-        options={**PPO_CARTPOLE, "optimizer": "muon"},
+        options={**PRESETS["ppo"]["CartPole-v1"], "optimizer": "muon"},
     ),
     "ppo-laprop-cartpole": dict(
         algo="ppo",
         env="CartPole-v1",
         budget=200_000,
         threshold=475,
-        options={**PPO_CARTPOLE, "optimizer": "laprop"},
+        options={**PRESETS["ppo"]["CartPole-v1"], "optimizer": "laprop"},
     ),
-    # rl-zoo's Acrobot PPO: 16 envs × 256 steps, 4 epochs, λ 0.94, observation normalisation.
     "ppo-acrobot": dict(
         algo="ppo",
         env="Acrobot-v1",
         budget=500_000,
         threshold=-100,
         eval_every=25_000,
-        options=dict(num_envs=16, num_steps=256, update_epochs=4, gae_lambda=0.94, normalize_obs=True),
+        options=PRESETS["ppo"]["Acrobot-v1"],
     ),
-    # rl-zoo's Pendulum PPO without gSDE: 4 envs × 1024 steps, 10 epochs of 64, γ 0.9, lr 1e-3,
-    # normalised observations and rewards.
     "ppo-pendulum": dict(
         algo="ppo",
         env="Pendulum-v1",
         budget=200_000,
         threshold=-250,
         eval_every=20_000,
-        options=dict(
-            num_envs=4,
-            num_steps=1024,
-            num_minibatches=64,
-            update_epochs=10,
-            gamma=0.9,
-            gae_lambda=0.95,
-            lr=1e-3,
-            anneal_lr=False,
-            normalize_obs=True,
-            normalize_reward=True,
-        ),
+        options=PRESETS["ppo"]["Pendulum-v1"],
     ),
     "a2c-cartpole": dict(
         algo="a2c", env="CartPole-v1", budget=500_000, threshold=475, eval_every=25_000, options={}
@@ -120,7 +93,7 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=-200,
         eval_every=1000,
         eval_episodes=10,
-        options={**CRITIC_PENDULUM, "actor_lr": 3e-3, "critic_lr": 3e-3},
+        options=PRESETS["sac"]["Pendulum-v1"],
     ),
     "td3-pendulum": dict(
         algo="td3",
@@ -129,7 +102,7 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=-200,
         eval_every=1000,
         eval_episodes=10,
-        options=CRITIC_PENDULUM,
+        options=PRESETS["td3"]["Pendulum-v1"],
     ),
     "ddpg-pendulum": dict(
         algo="ddpg",
@@ -138,7 +111,7 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=-200,
         eval_every=1000,
         eval_episodes=10,
-        options=CRITIC_PENDULUM,
+        options=PRESETS["ddpg"]["Pendulum-v1"],
     ),
     "crossq-pendulum": dict(
         algo="crossq",
@@ -147,7 +120,7 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=-200,
         eval_every=1000,
         eval_episodes=10,
-        options={**CRITIC_PENDULUM, "critic_hidden_sizes": (128, 128)},
+        options=PRESETS["crossq"]["Pendulum-v1"],
     ),
     "sac_discrete-cartpole": dict(
         algo="sac_discrete",
@@ -156,10 +129,8 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=475,
         eval_every=5000,
         eval_episodes=10,
-        options={"learning_starts": 1000},
+        options=PRESETS["sac_discrete"]["CartPole-v1"],
     ),
-    # MountainCarContinuous needs long, consistent pushes that white exploration noise rarely makes: pink
-    # (1/f) noise in SAC's exploring samples (Eberhard et al. 2023); rl-zoo uses gSDE for the same reason.
     "sac-mountaincar": dict(
         algo="sac",
         env="MountainCarContinuous-v0",
@@ -167,9 +138,7 @@ CASES: dict[str, dict[str, Any]] = {
         threshold=90,
         eval_every=2500,
         eval_episodes=10,
-        options=dict(
-            hidden_sizes=(64, 64), learning_starts=1000, exploration="pink", actor_lr=1e-3, critic_lr=1e-3
-        ),
+        options=PRESETS["sac"]["MountainCarContinuous-v0"],
     ),
     "rloo-cartpole": dict(
         algo="rloo", env="CartPole-v1", budget=1_000_000, threshold=475, eval_every=50_000, options={}
@@ -212,6 +181,7 @@ def run_case(name: str, seed: int, run_dir: str | None = None) -> dict[str, Any]
         checkpoint_minutes=0,
         progress=False,
         tensorboard=False,
+        preset=False,  # a case lists its options; the rest are the algorithm's defaults
         **case["options"],
     )
     final = summary["eval"]["mean_return"]

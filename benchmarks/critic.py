@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import tyro
 
+from pgrad.algorithms.presets import PRESETS  # torch-free: the parent process stays light
+
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "critic_runs.jsonl"
 
@@ -65,10 +67,8 @@ ROWS: dict[str, dict[str, Any]] = {
     ),
 }
 
-# pgrad's own settings for Pendulum-v1 (row zoo-pendulum), also used by benchmarks/acceptance.py.
-PENDULUM: dict[str, Any] = dict(
-    hidden_sizes=(64, 64), actor_lr=3e-3, critic_lr=3e-3, learning_starts=500, batch_size=128
-)
+# pgrad's own settings for Pendulum-v1 (row zoo-pendulum): `pgrad train sac --env Pendulum-v1`'s preset.
+PENDULUM: dict[str, Any] = PRESETS["sac"]["Pendulum-v1"]
 
 
 def sac_update_flops(
@@ -126,7 +126,7 @@ def worker_pgrad(row: dict[str, Any], algo: str, options: Any, seed: int) -> dic
     summary = pgrad.train(
         algo, row["env"], total_steps=row["budget"], seed=seed, run_dir=run_dir, threads=1,
         eval_every=1000 if threshold is not None else 0, eval_episodes=10, target_return=threshold,
-        checkpoint_every=0, checkpoint_minutes=0, progress=False, tensorboard=False, **options,
+        checkpoint_every=0, checkpoint_minutes=0, progress=False, tensorboard=False, preset=False, **options,
     )  # fmt: skip
     curve = [
         (r["global_step"], r["time"], r["charts/episode_return"])

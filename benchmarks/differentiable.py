@@ -123,7 +123,7 @@ def worker(name: str, algo: str, seed: int, budget: int, launched: float) -> dic
     summary = pgrad.train(
         algo, row["env"], total_steps=budget, seed=seed, run_dir=run_dir, threads=1,
         eval_every=max(1, budget // 20), eval_episodes=10, checkpoint_every=0, checkpoint_minutes=0,
-        progress=False, tensorboard=False, **row["algos"][algo]["options"],
+        progress=False, tensorboard=False, preset=False, **row["algos"][algo]["options"],
     )  # fmt: skip
     evals = [r for r in read_metrics(run_dir) if "eval/mean_return" in r]
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -38,6 +38,7 @@ def run_seed(seed: int, total_steps: int = 500_000, run_dir: str | None = None, 
         checkpoint_every=0,
         progress=False,
         tensorboard=False,
+        preset=False,
         **options,
     )
     return {

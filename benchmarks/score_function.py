@@ -148,6 +148,7 @@ def run_pgrad(row: dict[str, Any], seed: int) -> dict[str, Any]:
         progress=False,
         tensorboard=False,
         threads=1,
+        preset=False,
         **row["pgrad"],
     )
     curve = []  # (env steps, training wall time, episode returns finished in that iteration)

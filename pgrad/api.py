@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrad.algorithms import get_algorithm
+from pgrad.algorithms.presets import preset
 from pgrad.envs.base import EnvFactory
 from pgrad.errors import ConfigError, did_you_mean
 from pgrad.run.config import RESUMABLE_OPTIONS, RunConfig, use_threads
@@ -33,8 +34,10 @@ def train(
     """Train `algorithm` on `env` (a Gymnasium id or a callable returning an env).
 
     `options` mixes run options (total_steps, seed, run_dir, eval_every, … see `RunConfig`) and the
-    algorithm's own (see its `Config`). Returns a summary: run_dir, global_step, wall_time, final eval,
-    best_return. Ctrl-C writes a checkpoint and raises `pgrad.errors.Interrupted` (continue with `resume`).
+    algorithm's own (see its `Config`), which start from pgrad's preset for the algorithm and env where there
+    is one (`pgrad.algorithms.presets`; `preset=False` for the algorithm's defaults). Returns a summary:
+    run_dir, global_step, wall_time, final eval, best_return. Ctrl-C writes a checkpoint and raises
+    `pgrad.errors.Interrupted` (continue with `resume`).
 
     Example: `pgrad.train("reinforce", "CartPole-v1", total_steps=200_000, seed=1, baseline="value")`.
     """
@@ -44,8 +47,9 @@ def train(
     run_options = {k: v for k, v in options.items() if k in RUN_OPTIONS}
     algo_options = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     run = dataclasses.replace(RunConfig(env=env if isinstance(env, str) else "callable"), **run_options)
-    config = dataclasses.replace(cls.Config(), **algo_options)
-    return Trainer(cls, config, run, env=env, env_kwargs=env_kwargs).run()
+    applied = {k: v for k, v in preset(cls.name, env).items() if k not in algo_options} if run.preset else {}
+    config = dataclasses.replace(cls.Config(), **applied, **algo_options)
+    return Trainer(cls, config, run, env=env, env_kwargs=env_kwargs, preset=applied).run()
 
 
 def resume(

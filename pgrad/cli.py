@@ -150,6 +150,7 @@ def _one_line(text: str) -> str:
 
 def cmd_train(argv: Sequence[str]) -> int:
     from pgrad.algorithms import get_algorithm
+    from pgrad.algorithms.presets import preset
     from pgrad.run.trainer import Trainer
 
     if not argv or argv[0].startswith("-"):
@@ -158,16 +159,30 @@ def cmd_train(argv: Sequence[str]) -> int:
             return 0
         raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
     cls = get_algorithm(argv[0])
-
+    # The preset depends on --env, so it is looked up before parsing and becomes the flags' defaults.
+    env = _flag_value(argv[1:], "--env") or RunConfig().env
+    options = preset(cls.name, env) if "--no-preset" not in argv else {}
     args = _parse(
         TrainArgs[cls.Config],
         argv[1:],
         f"pgrad train {cls.name}",
-        default=TrainArgs(RunConfig(), cls.Config()),
+        default=TrainArgs(RunConfig(), dataclasses.replace(cls.Config(), **options)),
     )
-    summary = Trainer(cls, args.algo, args.run).run()
+    applied = {k: v for k, v in options.items() if getattr(args.algo, k) == v}  # not overridden by a flag
+    summary = Trainer(cls, args.algo, args.run, preset=applied).run()
     print(json.dumps(_summary_line(summary)))
     return 0
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` given as `FLAG VALUE` or `FLAG=VALUE` (the last one wins), else None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def _summary_line(summary: dict) -> dict:

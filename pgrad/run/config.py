@@ -80,7 +80,11 @@ class RunConfig:
     seed: int = 0
     """Run seed (>= 0): derives python, numpy, torch and every env seed."""
     backend: Literal["gymnasium", "native"] = "gymnasium"
-    """Training envs: Gymnasium's or pgrad's batched torch twin (CartPole-v1); evaluation uses Gymnasium's."""
+    """Training envs: Gymnasium's or pgrad's batched torch twin (classic control); evaluation uses
+    Gymnasium's."""
+    preset: bool = True
+    """Start from pgrad's preset for this algorithm and env where there is one (pgrad.algorithms.presets);
+    the options given override it. --no-preset: the algorithm's defaults."""
     run_dir: str | None = None
     """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
     eval_every: int = 25_000

@@ -95,7 +95,10 @@ class Trainer:
         env: str | EnvFactory | None = None,
         env_kwargs: dict[str, Any] | None = None,
         resume: bool = False,
+        preset: dict[str, Any] | None = None,
     ):
+        """`preset`: the options of `algo_config` that came from pgrad's per-env preset (recorded in run.json
+        and announced on stderr)."""
         check_run_config(run)
         check_field_types(algo_config, algorithm.name)  # before num_envs & co. reach the env constructors
         self.cls = algorithm
@@ -103,6 +106,7 @@ class Trainer:
         self.run_config = run
         self.env = env if env is not None else run.env
         self.env_kwargs = dict(env_kwargs or {})
+        self.preset = dict(preset or {})
         self.label = env_label(self.env)
         use_threads(run.threads)
         self.device = torch.device(run.device)
@@ -150,6 +154,13 @@ class Trainer:
                 self._restore()
             else:
                 write_run_file(self.run_dir, self._run_file())
+                if self.preset:
+                    options = ", ".join(f"{k}={v}" for k, v in self.preset.items())
+                    print(
+                        f"pgrad: {self.cls.name} on {self.label} starts from pgrad's preset: {options} "
+                        "(options given override it; --no-preset for the algorithm's defaults)",
+                        file=sys.stderr,
+                    )
         except BaseException:
             self.close()
             raise
@@ -168,6 +179,7 @@ class Trainer:
             "env_kwargs": self.env_kwargs,
             "run": dataclasses.asdict(self.run_config),
             "config": dataclasses.asdict(self.algo_config),
+            "preset": self.preset,  # the config options that came from pgrad's per-env preset
         }
 
     def _state(self) -> dict[str, Any]:

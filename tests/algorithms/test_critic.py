@@ -590,6 +590,7 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, monkeypatch, na
     1000 straight."""
     monkeypatch.setattr(trainer, "plot_learning_curve", lambda run_dir: None)  # ~1 s a run, not under test
     common = dict(seed=4, eval_every=0, eval_episodes=0, checkpoint_every=0, num_envs=2, **QUIET)
+    common["preset"] = False  # the small settings below, not a preset, under test
     common.update(hidden_sizes=(16, 16), learning_starts=200, batch_size=32, train_freq=2, **options)
     pgrad.train(name, env, total_steps=1000, run_dir=str(tmp_path / "straight"), **common)
     pgrad.train(name, env, total_steps=500, run_dir=str(tmp_path / "split"), **common)

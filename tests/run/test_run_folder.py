@@ -300,7 +300,7 @@ def lr_trajectory(run_dir: Path) -> dict[int, float]:
 
 
 def test_an_interrupted_run_resumed_with_its_budget_keeps_its_schedule(tmp_path, monkeypatch):
-    common = dict(seed=3, num_envs=2, num_steps=64, eval_episodes=0, log_every=0, **QUIET)
+    common = dict(seed=3, num_envs=2, num_steps=64, eval_episodes=0, log_every=0, preset=False, **QUIET)
     pgrad.train("ppo", "CartPole-v1", total_steps=4096, run_dir=str(tmp_path / "straight"), **common)
     interrupted_ppo(tmp_path / "split", monkeypatch, total=4096, stop_at=2048)
     pgrad.resume(tmp_path / "split", progress=False)  # its own budget, 4096

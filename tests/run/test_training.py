@@ -88,7 +88,7 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, options):
 def test_resume_continues_episodes_exactly(tmp_path, algorithm, env, options):
     """Episodes run across iterations: the envs' own state is in the checkpoint (classic control and the
     native twins), so N steps + resume equals the same budget straight, tensor for tensor."""
-    common = dict(seed=2, eval_every=0, eval_episodes=0, checkpoint_every=0, **options, **QUIET)
+    common = dict(seed=2, eval_every=0, eval_episodes=0, checkpoint_every=0, preset=False, **options, **QUIET)
     pgrad.train(algorithm, env, total_steps=1200, run_dir=str(tmp_path / "straight"), **common)
     pgrad.train(algorithm, env, total_steps=600, run_dir=str(tmp_path / "split"), **common)
     pgrad.resume(tmp_path / "split", total_steps=1200, progress=False)
