@@ -11,7 +11,24 @@ from pgrad.envs.gym import GymVecEnv
 from pgrad.envs.native import NATIVE_ENVS
 from pgrad.errors import EnvError
 
-BACKENDS = ("gymnasium", "native")
+BACKENDS = ("auto", "gymnasium", "native")
+
+# `backend="auto"` picks the native twin from this many sub-envs on: PPO end to end on CartPole and Pendulum
+# is faster on the twin from 16 sub-envs (benchmarks/results/backends.md). A twin's step costs a fixed
+# ~150 µs of small torch ops whatever the batch, Gymnasium ~10 µs per sub-env, so below 16 Gymnasium wins
+# (2× at one sub-env) and at 1024 the twin steps 35× faster. Env stepping alone crosses at 8–16 for CartPole,
+# Pendulum and MountainCar and at 64 for Acrobot and MountainCarContinuous (a cheap Gymnasium step, a dear
+# RK4 twin), where updates dominate a PPO iteration anyway.
+NATIVE_FROM = 16
+
+
+def resolve_backend(env: str | EnvFactory, num_envs: int, backend: str, env_kwargs: Any = None) -> str:
+    """The backend `make_env` uses: "auto" is "native" where a twin of the env id exists, no env keyword
+    arguments are given and num_envs ≥ NATIVE_FROM; otherwise "gymnasium". Explicit backends pass through."""
+    if backend != "auto":
+        return backend
+    twin = isinstance(env, str) and env in NATIVE_ENVS and not env_kwargs
+    return "native" if twin and num_envs >= NATIVE_FROM else "gymnasium"
 
 
 def make_env(env: str | EnvFactory, num_envs: int = 1, backend: str = "gymnasium", **kwargs: Any) -> VecEnv:
@@ -19,8 +36,10 @@ def make_env(env: str | EnvFactory, num_envs: int = 1, backend: str = "gymnasium
 
     `backend="gymnasium"` gives a `GymVecEnv` (kwargs: algorithm, env_kwargs, action_spaces, device, dtype,
     check_finite); `backend="native"` gives pgrad's batched torch twin of the env id (`pgrad.envs.native`),
-    which has the same interface and dynamics and steps every sub-env in one tensor operation.
+    which has the same interface and dynamics and steps every sub-env in one tensor operation;
+    `backend="auto"` chooses between them by `resolve_backend`.
     """
+    backend = resolve_backend(env, num_envs, backend, kwargs.get("env_kwargs"))
     if backend == "gymnasium":
         return GymVecEnv(env, num_envs, **kwargs)
     if backend != "native":

@@ -79,9 +79,10 @@ class RunConfig:
     """Env steps (transitions summed over sub-envs); the run stops at the first iteration past it."""
     seed: int = 0
     """Run seed (>= 0): derives python, numpy, torch and every env seed."""
-    backend: Literal["gymnasium", "native"] = "gymnasium"
-    """Training envs: Gymnasium's or pgrad's batched torch twin (classic control); evaluation uses
-    Gymnasium's."""
+    backend: Literal["auto", "gymnasium", "native"] = "auto"
+    """Training envs: Gymnasium's or pgrad's batched torch twin (classic control); auto: the twin where one
+    exists and num_envs >= 16 (where it is faster; pgrad.envs.make.resolve_backend). Evaluation uses
+    Gymnasium's. run.json records the backend chosen."""
     preset: bool = True
     """Start from pgrad's preset for this algorithm and env where there is one (pgrad.algorithms.presets);
     the options given override it. --no-preset: the algorithm's defaults."""

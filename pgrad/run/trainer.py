@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pgrad.envs.base import EnvFactory, env_label
-from pgrad.envs.make import make_env
+from pgrad.envs.make import make_env, resolve_backend
 from pgrad.envs.spaces import space_to_dict
 from pgrad.errors import ConfigError, Interrupted, PgradWarning
 from pgrad.run.algorithm import Algorithm
@@ -117,8 +117,11 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         check_run_dir(self.run_dir, resume)
         seed_everything(run.seed)
-        # The differentiable-simulator family steps the batched torch twin of the env (its gradients).
+        # The differentiable-simulator family steps the batched torch twin of the env (its gradients); "auto"
+        # is resolved once here and recorded, so a resumed run steps the same backend.
         backend = "native" if getattr(algorithm, "differentiable", False) else run.backend
+        backend = resolve_backend(self.env, algo_config.num_envs, backend, self.env_kwargs)
+        self.run_config = run = dataclasses.replace(run, backend=backend)
         self.envs = make_env(
             self.env,
             algo_config.num_envs,

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import pgrad
-from pgrad.envs.make import make_env
+from pgrad.envs.make import make_env, resolve_backend
 from pgrad.envs.native.cartpole import CartPoleVecEnv, cartpole_step
 from pgrad.errors import EnvError
+from pgrad.run.trainer import read_run_file
 
 
 def test_dynamics_equal_gymnasiums_bit_for_bit():
@@ -72,3 +73,29 @@ def test_training_on_the_twin_evaluates_on_gymnasium(tmp_path):
         tensorboard=False,
     )
     assert summary["eval"]["mean_return"] > 150  # measured on gymnasium's CartPole-v1
+
+
+@pytest.mark.parametrize(
+    ("env", "num_envs", "env_kwargs", "expected"),
+    [
+        ("CartPole-v1", 1, None, "gymnasium"),
+        ("CartPole-v1", 15, None, "gymnasium"),
+        ("CartPole-v1", 16, None, "native"),
+        ("Pendulum-v1", 64, None, "native"),
+        ("Pendulum-v1", 64, {"g": 9.81}, "gymnasium"),  # env kwargs: only Gymnasium's env takes them
+        ("FrozenLake-v1", 64, None, "gymnasium"),  # no twin
+        (lambda: None, 64, None, "gymnasium"),  # a callable
+    ],
+)
+def test_auto_backend_takes_the_twin_from_16_sub_envs(env, num_envs, env_kwargs, expected):
+    assert resolve_backend(env, num_envs, "auto", env_kwargs) == expected
+    assert resolve_backend(env, num_envs, "gymnasium", env_kwargs) == "gymnasium"
+
+
+def test_the_chosen_backend_is_recorded_and_resumed(tmp_path):
+    options = dict(total_steps=256, num_steps=16, eval_every=0, eval_episodes=1, progress=False)
+    pgrad.train("ppo", "CartPole-v1", num_envs=16, run_dir=str(tmp_path / "a"), preset=False, **options)
+    pgrad.train("ppo", "CartPole-v1", num_envs=4, run_dir=str(tmp_path / "b"), preset=False, **options)
+    assert read_run_file(tmp_path / "a")["run"]["backend"] == "native"
+    assert read_run_file(tmp_path / "b")["run"]["backend"] == "gymnasium"
+    assert pgrad.resume(tmp_path / "a", total_steps=512, progress=False)["global_step"] >= 512
