@@ -248,6 +248,66 @@ def test_q_critic_td0_target(monkeypatch):
     torch.testing.assert_close(targets[1].view(T, N) - y, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_envs", [1, 2])
+@pytest.mark.parametrize("architecture", ["shared", "separate"])
+def test_a_discrete_q_critic_reads_the_state_alone_and_is_indexed_by_the_action(
+    monkeypatch, architecture, num_envs
+):
+    """Discrete actions: the critic gets no action input (neither index nor one-hot) and outputs Q(s, ·), one
+    value per action; Q(s_t, a_t) is that output at index a_t, and the bootstrap's Q(s', a') the output at the
+    index of ONE draw a' ~ π(·|s'). Also with one sub-env, where a [T, 1] batch must keep its shape."""
+    seed_everything(0)
+    envs = GymVecEnv(lambda: gym.make("CartPole-v1", max_episode_steps=15), num_envs=num_envs)
+    options = {"critic": "q", "target": "nstep", "architecture": architecture, **PLAIN_SGD}
+    config = Config(num_envs=num_envs, num_steps=12, hidden_sizes=(8,), **options)
+    algo = A2C(config, envs, seed=0, device=torch.device("cpu"), total_steps=10_000)
+    rollout = algo.collector.collect(algo.policy, config.num_steps)
+    monkeypatch.setattr(algo.collector, "collect", lambda *a, **k: rollout)
+
+    def table(obs):  # Q(s, ·) [T, N, |A|] from the networks directly
+        return algo.model.value(obs) if algo.shared else algo.critic(obs)
+
+    with torch.no_grad():
+        q, q_next = table(rollout.obs), table(rollout.next_obs)
+        a_next = algo.policy.distribution(rollout.next_obs).sample()
+        next_probs = algo.policy.distribution(rollout.next_obs).probs
+    T, N = rollout.rewards.shape
+    q_sa = torch.tensor([[q[t, n, int(rollout.actions[t, n])] for n in range(N)] for t in range(T)])
+    boot = torch.tensor([[q_next[t, n, int(a_next[t, n])] for n in range(N)] for t in range(T)])
+    returns = torch.zeros(T, N)  # n-step returns to the episode's or the rollout's end, by a plain loop
+    for n in range(N):
+        after = 0.0
+        for t in reversed(range(T)):
+            if rollout.terminated[t, n]:
+                after = 0.0
+            elif rollout.truncated[t, n] or t == T - 1:
+                after = float(boot[t, n])
+            returns[t, n] = after = float(rollout.rewards[t, n]) + config.gamma * after
+
+    calls, draws = [], []
+    owner, name = (algo.model, "critic") if algo.shared else (algo.critic, "forward")
+    real = getattr(owner, name)
+
+    def critic_spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((args[1:] + tuple(kwargs.values()), out.shape))
+        return out
+
+    monkeypatch.setattr(owner, name, critic_spy)
+    monkeypatch.setattr(algo, "_sample_next_actions", lambda dist: draws.append(dist) or a_next)
+    predicted, targets = spy_on(monkeypatch, "value_loss", 0), spy_on(monkeypatch, "value_loss", 1)
+    weights = spy_on(monkeypatch, "score_function_loss", 1)
+    algo.iteration(0)
+    assert len(calls) == 2  # the next states (bootstrap), then the states
+    for extra, shape in calls:
+        assert all(x is None for x in extra) and shape == (T, N, 2)  # state only in, Q(s, ·) out
+    assert len(draws) == 1
+    torch.testing.assert_close(draws[0].probs, next_probs)
+    torch.testing.assert_close(predicted[0], q_sa.flatten())
+    torch.testing.assert_close(weights[0], q_sa.flatten())  # Ψ_t = Q(s_t, a_t), no baseline
+    torch.testing.assert_close(targets[0], returns.flatten())
+
+
 @pytest.mark.parametrize("architecture", ["shared", "separate"])
 def test_state_dict_round_trip(monkeypatch, architecture):
     a = make_algo(seed=0, architecture=architecture)

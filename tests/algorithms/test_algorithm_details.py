@@ -2,12 +2,15 @@
 gradient NPG preconditions, the entropy bonus in REINFORCE, option checks, optimiser settings, schedules,
 value targets, the diagnostics of a hand-made batch, and the episode returns each update reports."""
 
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from pgrad.algorithms import get_algorithm
+from pgrad.algorithms.common import check_unit_interval, head_options
 from pgrad.algorithms.score_function import grpo, is_pg, npg
 from pgrad.envs.gym import GymVecEnv
 from pgrad.envs.toy import CountingEnv
@@ -227,6 +230,45 @@ def test_unit_interval_options_accept_their_ends():
         assert build("ppo", num_envs=1, gamma=gamma, gae_lambda=lam).config.gae_lambda == lam
     with pytest.raises(ConfigError, match=r"gae_lambda must be in \[0, 1\], got 1.5"):
         build("ppo", num_envs=1, gae_lambda=1.5)
+
+
+@pytest.mark.parametrize("outside", [-0.01, 1.01])
+def test_unit_interval_checks_accept_zero_and_one_and_name_an_option_just_outside(outside):
+    """γ and τ (the off-policy critics' Polyak step) may be 0 or 1; just outside is refused, naming it."""
+    from pgrad.algorithms.critic.base import check_config
+    from pgrad.algorithms.critic.ddpg import Config
+
+    for end in (0.0, 1.0):
+        check_config(Config(gamma=end, tau=end))
+        check_unit_interval(SimpleNamespace(gamma=end, tau=end), "gamma", "tau")
+    for name in ("gamma", "tau"):
+        with pytest.raises(ConfigError) as info:
+            check_config(Config(**{name: outside}))
+        assert str(info.value) == f"{name} must be in [0, 1], got {outside}"
+
+
+BOX, DISCRETE = gym.spaces.Box(-1.0, 1.0, shape=(2,)), gym.spaces.Discrete(3)
+
+
+@pytest.mark.parametrize(
+    ("space", "kind", "expected"),
+    [
+        (BOX, "auto", {"init_std": 0.3}),  # auto on Box actions is a diagonal Gaussian
+        (BOX, "diag_gaussian", {"init_std": 0.3}),
+        (BOX, "tanh_gaussian", {"init_std": 0.3}),
+        (BOX, "discretised", {"bins": 7}),
+        (BOX, "deterministic", {}),
+        (DISCRETE, "auto", {}),  # auto on Discrete actions is categorical
+        (DISCRETE, "categorical", {}),
+    ],
+)
+def test_head_options_give_init_std_to_gaussian_heads_and_bins_to_discretised_ones(space, kind, expected):
+    envs = SimpleNamespace(single_action_space=space)
+    assert head_options(envs, SimpleNamespace(policy=kind, bins=7, init_std=0.3)) == expected
+    no_std = {k: v for k, v in expected.items() if k != "init_std"}
+    assert head_options(envs, SimpleNamespace(policy=kind, bins=7)) == no_std  # a config without init_std
+    if kind == "auto":  # a config without a policy option means auto
+        assert head_options(envs, SimpleNamespace(init_std=0.3)) == expected
 
 
 @pytest.mark.parametrize("head", ["auto", "diag_gaussian"])

@@ -250,6 +250,26 @@ def test_empty_rollouts_give_empty_weights():
         assert e.trajectory_weights(torch.zeros(shape), flags, flags).shape == shape
 
 
+def test_cumulative_log_ratio_of_an_empty_batch_or_one_step_and_of_a_single_column():
+    """An empty time axis gives an empty result of the input's shape and dtype for any trailing shape, a
+    single sub-env's [T] column (time-major needs only the time axis) is summed like a [T, 1] one, and one
+    step is still raised to −1000 below it."""
+    for dtype in (torch.float32, torch.float64):
+        for shape in ((0,), (0, 3), (0, 0), (4, 0)):
+            flags = torch.zeros(shape, dtype=torch.bool)
+            out = e.cumulative_log_ratio(torch.zeros(shape, dtype=dtype), flags, flags)
+            assert out.shape == shape and out.dtype == dtype
+    log_ratio = torch.tensor([0.5, -1.0, 2.0, 0.25])
+    terminated, truncated = torch.tensor([False, True, False, False]), torch.zeros(4, dtype=torch.bool)
+    expected = torch.tensor([0.5, -0.5, 2.0, 2.25])  # a new episode starts after row 1
+    assert torch.equal(e.cumulative_log_ratio(log_ratio, terminated, truncated), expected)
+    column = e.cumulative_log_ratio(log_ratio[:, None], terminated[:, None], truncated[:, None])
+    assert torch.equal(column, expected[:, None])
+    one = torch.zeros(1, 3, dtype=torch.bool)
+    out = e.cumulative_log_ratio(torch.tensor([[-math.inf, -2000.0, 0.5]]), one, one)
+    assert torch.equal(out, torch.tensor([[-1000.0, -1000.0, 0.5]]))
+
+
 def test_score_function_loss_reports_means_over_the_masked_entries():
     log_prob = torch.tensor([-1.0, -2.0, -4.0])
     advantages = torch.tensor([1.0, 2.0, 6.0])

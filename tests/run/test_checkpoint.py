@@ -1,3 +1,4 @@
+import hashlib
 import json
 import pickle
 
@@ -174,6 +175,37 @@ def test_a_missing_checksum_is_refused(tmp_path):
     del meta["checksum"]
     (folder / "state.json").write_text(json.dumps(meta))
     assert "'checksum' is missing" in refusal(load_checkpoint, folder)
+
+
+def documented_checksum(payload):
+    """The `checksum` of a format-2 JSON file as pgrad/run/checkpoint.py documents it, written out here on its
+    own: SHA-256 (hex) of the JSON of every other field, keys sorted, no whitespace (',' and ':'), ASCII."""
+    body = {k: v for k, v in payload.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def test_checksums_are_the_documented_canonical_json_so_written_checkpoints_stay_loadable(tmp_path):
+    """A change of the canonical form on both the writing and the checking side would pass every round trip
+    but refuse every checkpoint written before it: the form is pinned here, and by one stored value."""
+    state = {"weights": torch.arange(3.0), "note": "λ ≥ 0", "counters": {"b": 1, "a": [0.5, None]}}
+    folder = save_checkpoint(tmp_path, 5, state)
+    for path in (folder / "state.json", tmp_path / "latest.json"):
+        data = json.loads(path.read_text())
+        assert data["checksum"] == documented_checksum(data), path.name
+    assert json.loads((tmp_path / "latest.json").read_text()) == {  # fixed by the format for step 5
+        "format": "pgrad-checkpoint/2",
+        "step": 5,
+        "checkpoint": "step_000000000005",
+        "checksum": "18a6bbc95d991ef75e63f5bdff7e5a5540ac7ec7550cc7b4ff9a4f4cd19e773c",
+    }
+    # Laid out by another writer (indented, keys in another order, non-ASCII as is), signed as documented.
+    for path in (folder / "state.json", tmp_path / "latest.json"):
+        data = dict(reversed(list(json.loads(path.read_text()).items())))
+        data["checksum"] = documented_checksum(data)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    loaded, step = load_checkpoint(latest_checkpoint(tmp_path))
+    assert step == 5 and loaded["note"] == "λ ≥ 0" and torch.equal(loaded["weights"], torch.arange(3.0))
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ import torch
 import pgrad
 from pgrad.algorithms import get_algorithm
 from pgrad.errors import CheckpointError, ConfigError, Interrupted, PgradWarning
+from pgrad.run import trainer as trainer_module
 from pgrad.run.checkpoint import latest_checkpoint, load_checkpoint
 from pgrad.run.config import RunConfig
 from pgrad.run.folder import PID_FILE
@@ -214,6 +215,101 @@ def test_checkpoints_by_wall_time(tmp_path, monkeypatch):
         **SMALL,
     )
     assert len(list((tmp_path / "checkpoints").glob("step_*"))) > 3
+
+
+class FakeClock:
+    """The trainer module's `time`: a monotonic clock the test moves by hand, everything else real."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+class FakeStop:
+    """StopRequest without signal handlers: the test sets `signal` as the handler of a real SIGTERM would."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    @property
+    def exit_code(self):
+        return 128 + int(self.signal or 0)
+
+
+def watched_trainer(run_dir, monkeypatch, stop_after=None, minutes_per_iteration=0.0, **run_options):
+    """A REINFORCE trainer whose iterations move a fake clock, whose saves are recorded, and which is asked to
+    stop (as by SIGTERM during it) after iteration `stop_after`. Returns (trainer, saved steps)."""
+    clock, stops = FakeClock(), []
+    monkeypatch.setattr(trainer_module, "time", clock)
+    monkeypatch.setattr(trainer_module, "StopRequest", lambda: stops.append(FakeStop()) or stops[-1])
+    trainer = reinforce_trainer(run_dir, **{"checkpoint_every": 0, "checkpoint_minutes": 0.0, **run_options})
+    iterate, save, saved = trainer.algo.iteration, trainer.save, []
+
+    def iteration(index):
+        result = iterate(index)
+        clock.now += 60.0 * minutes_per_iteration
+        if index == stop_after:
+            stops[-1].signal = signal.SIGTERM
+        return result
+
+    def record_save(best=False):
+        saved.append(trainer.envs.global_step)
+        return save(best)
+
+    monkeypatch.setattr(trainer.algo, "iteration", iteration)
+    monkeypatch.setattr(trainer, "save", record_save)
+    return trainer, saved
+
+
+def record_steps(run_dir):
+    return [r["global_step"] for r in read_metrics(run_dir) if "iteration" in r]
+
+
+def test_a_wall_time_checkpoint_due_exactly_now_is_written_now(tmp_path, monkeypatch):
+    """checkpoint_minutes = 1 and exactly one minute per iteration: a checkpoint at the end of every one."""
+    trainer, saved = watched_trainer(tmp_path, monkeypatch, minutes_per_iteration=1.0, checkpoint_minutes=1.0)
+    trainer.run()
+    steps = record_steps(tmp_path)
+    assert len(steps) >= 3 and saved == steps  # a record and a checkpoint at every iteration, once each
+    trainer, saved = watched_trainer(
+        tmp_path / "later", monkeypatch, minutes_per_iteration=0.5, checkpoint_minutes=1.0, log_every=0
+    )
+    trainer.run()
+    steps = record_steps(tmp_path / "later")
+    assert saved[:-1] == steps[1:-1:2] and saved[-1] == steps[-1]  # every second iteration, and the last
+
+
+def test_a_due_checkpoint_or_an_interrupt_alone_closes_a_metrics_record(tmp_path, monkeypatch):
+    """Neither needs the other: log_every never comes due here, yet each checkpoint and the interrupt get a
+    record at their step; where they coincide, one record and one checkpoint."""
+    trainer, saved = watched_trainer(tmp_path / "ckpt", monkeypatch, checkpoint_every=100, log_every=10**9)
+    trainer.run()
+    steps = record_steps(tmp_path / "ckpt")
+    assert len(steps) >= 4 and saved == steps  # at 100, 200, 300 (crossed) and the end
+    assert [s // 100 for s in steps[:3]] == [1, 2, 3]
+
+    trainer, saved = watched_trainer(tmp_path / "stop", monkeypatch, stop_after=2, log_every=10**9)
+    with pytest.raises(Interrupted) as info:
+        trainer.run()
+    assert info.value.exit_code == 143
+    assert saved == record_steps(tmp_path / "stop") == [trainer.envs.global_step]
+
+    trainer, saved = watched_trainer(tmp_path / "both", monkeypatch, stop_after=2, checkpoint_every=1)
+    with pytest.raises(Interrupted):
+        trainer.run()
+    steps = record_steps(tmp_path / "both")
+    assert len(steps) == 3 and saved == steps  # the last step once, though both asked for it
 
 
 def test_resume_with_no_more_steps_says_so(tmp_path):
