@@ -39,6 +39,8 @@ import numpy as np
 import tyro
 from acceptance import CASES  # benchmarks/acceptance.py (this script's folder is on sys.path)
 
+from pgrad.algorithms.presets import PRESETS  # torch-free
+
 RESULTS = Path(__file__).parent / "results"
 
 # rl-baselines3-zoo's Pendulum-v1 PPO (hyperparams/ppo.yml: 4 envs × 1024 steps, minibatches of 64, 10 epochs,
@@ -46,20 +48,10 @@ RESULTS = Path(__file__).parent / "results"
 # names; the zoo's gSDE has no pgrad counterpart. γ is per row (0.9 on Pendulum as in the zoo, 0.99 swing-up).
 # PPO and SAC train on the env's batched torch twin (backend native), the simulator the differentiable
 # algorithms step, rather than on one Gymnasium env per sub-env; evaluation is the same for all.
-PPO_ZOO: dict[str, Any] = dict(
-    num_envs=4,
-    num_steps=1024,
-    num_minibatches=64,
-    update_epochs=10,
-    gae_lambda=0.95,
-    lr=1e-3,
-    anneal_lr=False,
-    clip_coef=0.2,
-    ent_coef=0.0,
-    normalize_obs=True,
-    normalize_reward=True,
-    backend="native",
-)
+PPO_ZOO: dict[str, Any] = {
+    **{k: v for k, v in PRESETS["ppo"]["Pendulum-v1"].items() if k != "gamma"},  # pgrad's zoo-style preset
+    "backend": "native",
+}
 
 # Per row: the env id and, per algorithm, its env-step budget and options (the algorithm's defaults otherwise;
 # run options such as backend are allowed too).

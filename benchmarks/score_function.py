@@ -27,6 +27,7 @@ import torch
 import tyro
 
 import pgrad
+from pgrad.algorithms.presets import PRESETS
 from pgrad.run.logger import read_metrics
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,19 +41,8 @@ ROWS: dict[str, dict[str, Any]] = {
         threshold=475,
         pgrad_algo="ppo",
         sb3_algo="PPO",
-        pgrad=dict(
-            num_envs=8,
-            num_steps=32,
-            num_minibatches=1,
-            update_epochs=20,
-            gamma=0.98,
-            gae_lambda=0.8,
-            lr=1e-3,
-            anneal_lr=True,
-            anneal_clip=True,
-            clip_coef=0.2,
-            ent_coef=0.0,
-        ),
+        # the zoo's settings are pgrad's CartPole preset; the defaults SB3's keys name are spelled out
+        pgrad={**PRESETS["ppo"]["CartPole-v1"], "anneal_lr": True, "clip_coef": 0.2, "ent_coef": 0.0},
         sb3=dict(
             n_envs=8,
             n_steps=32,
