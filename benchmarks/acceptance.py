@@ -23,7 +23,7 @@ from typing import Any
 import tyro
 
 import pgrad
-from pgrad.algorithms.presets import PRESETS
+from pgrad.algorithms.presets import PPO_CARTPOLE_ZOO, PRESETS
 
 RESULTS = Path(__file__).parent / "results" / "acceptance.md"
 
@@ -50,14 +50,14 @@ CASES: dict[str, dict[str, Any]] = {
         env="CartPole-v1",
         budget=200_000,
         threshold=475,
-        options={**PRESETS["ppo"]["CartPole-v1"], "optimizer": "muon"},
+        options={**PPO_CARTPOLE_ZOO, "optimizer": "muon"},
     ),
     "ppo-laprop-cartpole": dict(
         algo="ppo",
         env="CartPole-v1",
         budget=200_000,
         threshold=475,
-        options={**PRESETS["ppo"]["CartPole-v1"], "optimizer": "laprop"},
+        options={**PPO_CARTPOLE_ZOO, "optimizer": "laprop"},
     ),
     "ppo-acrobot": dict(
         algo="ppo",

@@ -16,6 +16,7 @@ reaches the threshold.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import tempfile
 import time
@@ -27,7 +28,7 @@ import torch
 import tyro
 
 import pgrad
-from pgrad.algorithms.presets import PRESETS
+from pgrad.algorithms.presets import PPO_CARTPOLE_ZOO
 from pgrad.run.logger import read_metrics
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,8 +42,8 @@ ROWS: dict[str, dict[str, Any]] = {
         threshold=475,
         pgrad_algo="ppo",
         sb3_algo="PPO",
-        # the zoo's settings are pgrad's CartPole preset; the defaults SB3's keys name are spelled out
-        pgrad={**PRESETS["ppo"]["CartPole-v1"], "anneal_lr": True, "clip_coef": 0.2, "ent_coef": 0.0},
+        # the zoo's settings; the defaults SB3's keys name are spelled out
+        pgrad={**PPO_CARTPOLE_ZOO, "anneal_lr": True, "clip_coef": 0.2, "ent_coef": 0.0},
         sb3=dict(
             n_envs=8,
             n_steps=32,
@@ -92,6 +93,43 @@ ROWS: dict[str, dict[str, Any]] = {
             gae_lambda=0.95,
             learning_rate=1e-3,
             clip_range=0.2,
+            normalize=True,
+        ),
+    ),
+    # CleanRL's ppo_continuous_action.py settings (its MuJoCo benchmark: 1M steps, documented ~25 min a run)
+    # in both libraries: 1 env × 2048 steps, 10 epochs of 32 minibatches, lr 3e-4 → 0, clipped value loss,
+    # observations and rewards normalised (clipped at ±10), 64×64 tanh networks.
+    "ppo-halfcheetah": dict(
+        env="HalfCheetah-v5",
+        budget=1_000_000,
+        threshold=1000,
+        pgrad_algo="ppo",
+        sb3_algo="PPO",
+        pgrad=dict(
+            num_envs=1,
+            num_steps=2048,
+            num_minibatches=32,
+            update_epochs=10,
+            gamma=0.99,
+            gae_lambda=0.95,
+            lr=3e-4,
+            anneal_lr=True,
+            clip_coef=0.2,
+            clip_vloss=True,
+            normalize_obs=True,
+            normalize_reward=True,
+        ),
+        sb3=dict(
+            n_envs=1,
+            n_steps=2048,
+            batch_size=64,
+            n_epochs=10,
+            gamma=0.99,
+            gae_lambda=0.95,
+            learning_rate="lin_3e-4",
+            clip_range=0.2,
+            clip_range_vf=0.2,
+            ent_coef=0.0,
             normalize=True,
         ),
     ),
@@ -234,6 +272,9 @@ def main() -> None:
     RUNS.parent.mkdir(parents=True, exist_ok=True)
     for name in () if args.report_only else args.rows:
         row = dict(ROWS[name], budget=args.budget or ROWS[name]["budget"])
+        if row["env"].startswith("HalfCheetah") and importlib.util.find_spec("mujoco") is None:
+            print(f"{name}: skipped (needs the MuJoCo extra: pip install -e '.[mujoco]')", flush=True)
+            continue
         for seed in args.seeds:  # alternate libraries so that machine noise hits both
             for lib, runner in (("sb3", run_sb3), ("pgrad", run_pgrad)):
                 out = {"row": name, "lib": lib, "seed": seed, **runner(row, seed)}
