@@ -114,7 +114,7 @@ def evaluate(
     """Mean and std of the return over `episodes` episodes (env defaults to the one the run trained on).
 
     `agent` is an `Agent` or a run folder / checkpoint folder (with `checkpoint` as in `load`); `threads`
-    as in `load`. Episodes run batched, up to 16 sub-envs stepped together."""
+    as in `load`. Episodes run batched, up to 32 sub-envs stepped together."""
     use_threads(threads)
     if not isinstance(agent, Agent):
         run_dir, _ = resolve_checkpoint(agent, checkpoint)

@@ -110,6 +110,9 @@ def load_policy(run_dir: str | Path, checkpoint: str | int = "latest") -> Agent:
     )
 
 
+EVAL_ENVS = 32  # most sub-envs an evaluation steps together (classic control and MuJoCo envs are small)
+
+
 def evaluate_policy(
     policy: Policy,
     env: str | EnvFactory,
@@ -125,7 +128,8 @@ def evaluate_policy(
 
     An env without a time limit of its own has its episodes cut after `max_episode_steps` steps (the
     return so far counts; `cut_episodes` says how many); an env with one is never cut. `on_episode(k)` is
-    called as the k-th counted episode finishes (for a progress display). Sub-envs step in one batch.
+    called as the k-th counted episode finishes (for a progress display). Sub-envs step in one batch: one
+    per episode, up to `EVAL_ENVS` (32) unless `num_envs` says otherwise.
 
     Sub-env i runs exactly its share of the episodes (the first ones it finishes), so short episodes are not
     over-represented. Stochastic evaluation draws its actions from a forked torch RNG seeded from `seed`: the
@@ -133,7 +137,9 @@ def evaluate_policy(
     """
     if episodes < 1:
         raise EnvError(f"evaluation needs at least one episode, got {episodes}")
-    num_envs = min(episodes, 16) if num_envs is None else min(num_envs, episodes)
+    # One sub-env per episode up to EVAL_ENVS: a vector env steps every sub-env until the last finishes, so
+    # 20 episodes on 16 sub-envs would step 16 × 2 episodes' worth (and call the policy twice as often).
+    num_envs = min(episodes, EVAL_ENVS) if num_envs is None else min(num_envs, episodes)
     quota = np.full(num_envs, episodes // num_envs)
     quota[: episodes % num_envs] += 1
     param = next(policy.parameters())

@@ -115,6 +115,21 @@ def test_episodes_are_split_over_sub_envs_as_evenly_as_possible():
     assert evaluate_policy(biased_policy(0.5, 2), make, episodes=3)["episodes"] == 3  # num_envs = episodes
 
 
+@pytest.mark.parametrize(("episodes", "sub_envs", "resets"), [(20, 20, 1), (40, 32, 2)])
+def test_default_evaluation_runs_one_sub_env_per_episode_up_to_the_cap(episodes, sub_envs, resets):
+    # 20 episodes on fewer sub-envs would step some sub-envs through two episodes while the others wait.
+    made = []
+
+    def make():
+        env = CountingEnv(terminate_at=None)
+        made.append(env)
+        return gym.wrappers.TimeLimit(env, 3)
+
+    assert evaluate_policy(biased_policy(0.5, 2), make, episodes=episodes, seed=0)["episodes"] == episodes
+    ran = [env for env in made if env.episode >= 0]
+    assert len(ran) == sub_envs and max(env.episode for env in ran) == resets
+
+
 def test_an_env_without_a_time_limit_is_cut_and_says_so():
     result = evaluate_policy(
         biased_policy(0.5, 2), lambda: CountingEnv(terminate_at=None), 3, max_episode_steps=6
