@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -110,3 +112,29 @@ def test_lab_honours_threads(study, tmp_path, restore_threads, monkeypatch, caps
     assert main(["lab", study, "--out", str(tmp_path), "--threads", "2", *args]) == 0
     assert torch.get_num_threads() == 2
     assert seen == ([2] if study == "claims" else [])
+
+
+def test_the_console_script_exits_fast_with_everything_written(tmp_path):
+    # `python -m pgrad` runs the console script's entry (main, then os._exit without interpreter teardown):
+    # its printed summary, metrics, TensorBoard events and checkpoint must all be complete on a pipe.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe is block-buffered
+    run_dir = tmp_path / "run"
+    argv = ["train", "reinforce", "--env", "CartPole-v1", "--total-steps", "600", "--eval-episodes", "2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "pgrad", *argv, "--run-dir", str(run_dir), "--no-progress", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["global_step"] >= 600 and summary["episodes"] == 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["global_step"] == summary["global_step"] and "eval/mean_return" in records[-1]
+    (events,) = (run_dir / "tb").iterdir()
+    assert events.stat().st_size > 100
+    assert pgrad.load(run_dir).info["global_step"] == summary["global_step"]
+    failing = subprocess.run(
+        [sys.executable, "-m", "pgrad", "train", "nope"], capture_output=True, text=True, env=env
+    )
+    assert failing.returncode == 2 and "unknown algorithm" in failing.stderr
