@@ -17,8 +17,16 @@ from pgrad.errors import ConfigError
 # -- numbers -----------------------------------------------------------------------------------------------
 
 
+def _traced(value: object) -> bool:
+    """A tensor coefficient inside torch.compile: checked by the caller before the compiled call (`.item()`
+    here would break the graph, and a Python float would be compiled in as a constant)."""
+    return isinstance(value, Tensor) and torch.compiler.is_compiling()
+
+
 def real(name: str, value: object, finite: bool = False) -> float:
     """A real Python number (or a one-element tensor, detached) as float; bools are rejected."""
+    if _traced(value):
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, numbers.Real | Tensor):
         raise ConfigError(f"{name} must be a real number, got {value!r}")
     if isinstance(value, Tensor):
@@ -33,6 +41,8 @@ def real(name: str, value: object, finite: bool = False) -> float:
 
 def positive(name: str, value: object) -> float:
     """A finite real number > 0."""
+    if _traced(value):
+        return value  # type: ignore[return-value]
     x = real(name, value)
     if not (x > 0.0 and math.isfinite(x)):
         raise ConfigError(f"{name} must be a finite number > 0, got {x}")
@@ -41,6 +51,8 @@ def positive(name: str, value: object) -> float:
 
 def non_negative(name: str, value: object) -> float:
     """A finite real number >= 0."""
+    if _traced(value):
+        return value  # type: ignore[return-value]
     x = real(name, value)
     if not (x >= 0.0 and math.isfinite(x)):
         raise ConfigError(f"{name} must be a finite number >= 0, got {x}")
@@ -49,6 +61,8 @@ def non_negative(name: str, value: object) -> float:
 
 def unit_interval(name: str, value: object) -> float:
     """A real number in [0, 1] (γ, λ)."""
+    if _traced(value):
+        return value  # type: ignore[return-value]
     if isinstance(value, bool) or not isinstance(value, numbers.Real | Tensor):
         raise ConfigError(f"{name} must be a real number in [0, 1], got {value!r}")
     x = real(name, value)
