@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"pgrad.api"},
     {"pgrad"},  # the public facade (pgrad/__init__.py)
     {"pgrad.cli", "pgrad.demo"},
+    {"pgrad.__main__"},  # `python -m pgrad`: the cli's entry
 ]
 
 
