@@ -4,7 +4,7 @@
     pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
-    pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims
+    pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims | algorithms
 
 Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
 and exits with status 2, without a traceback (`--debug` anywhere on the line shows it). Ctrl-C or SIGTERM
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ USAGE = """usage: pgrad {train,eval,resume,list} ...
   pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
   pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
-  pgrad lab list | STUDY | claims  the gradient lab: estimators against the exact gradient
+  pgrad lab list | STUDY | claims | algorithms   the gradient lab: estimators, algorithms vs the exact ∇J
 
 `pgrad train ALGO --help` lists an algorithm's flags; --debug shows the full traceback of any error."""
 
@@ -265,17 +266,75 @@ class ClaimsArgs:
     """torch CPU threads (1: small problems run fastest on one, and timings stay comparable)."""
 
 
+@dataclasses.dataclass
+class AlgorithmsArgs:
+    """Run each score-function algorithm's own first update on a tabular MDP and compare the direction it
+    moves the policy in with the exact (natural) gradient."""
+
+    out: str = "lab"
+    """Folder for algorithms.md."""
+    seeds: int = 10
+    """First-update directions per algorithm, one run seed each (the M of the bias test)."""
+    updates: int = 5
+    """k: the cosines of the first k updates of one run, the exact gradient recomputed at each θ."""
+    problem_seed: int = 0
+    """Seed of the random episodic MDP and of the starting policy θ₀."""
+    only: tuple[str, ...] = ()
+    """Only these algorithms (registry names, e.g. ppo npg); all when empty."""
+    threads: int = 1
+    """torch CPU threads (1: small problems run fastest on one, and timings stay comparable)."""
+
+
+def _lab_algorithms(rest: Sequence[str]) -> int:
+    from pgrad.lab.algorithms import CASES, algorithms_report, run_algorithms
+
+    args = _parse(AlgorithmsArgs, rest, "pgrad lab algorithms")
+    use_threads(args.threads)
+    if args.seeds < 2:
+        raise ConfigError(f"--seeds must be >= 2 (the bias test needs two directions), got {args.seeds}")
+    if args.updates < 0:
+        raise ConfigError(f"--updates must be >= 0, got {args.updates}")
+    known = sorted({case.algorithm for case in CASES})
+    unknown = [name for name in args.only if name not in known]
+    if unknown:
+        raise ConfigError(f"--only: unknown algorithm(s) {', '.join(unknown)} (covered: {', '.join(known)})")
+    cases = [case for case in CASES if not args.only or case.algorithm in args.only]
+
+    def progress(result) -> None:
+        first = result.first
+        print(
+            f"{result.case.label:22s} cos {first.cosine:.3f}  cos(mean) {first.mean_cosine:.3f}  "
+            f"bias {first.bias:.3f} [{first.bias_low:.3f}, {first.bias_high:.3f}]  "
+            f"k updates {' '.join(f'{c:.2f}' for c in result.update_cosines)}  {result.verdict}  "
+            f"({result.seconds:.0f} s)",
+            flush=True,
+        )
+
+    start = time.perf_counter()
+    results = run_algorithms(args.seeds, args.updates, cases, args.problem_seed, progress)
+    seconds = time.perf_counter() - start
+    command = "pgrad lab algorithms " + " ".join(rest)
+    report = algorithms_report(results, seconds, command.strip(), args.problem_seed)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "algorithms.md").write_text(report)
+    print(report)
+    return 0
+
+
 def cmd_lab(argv: Sequence[str]) -> int:
     from pgrad.lab.claims import claims_table, run_claims
     from pgrad.lab.studies import STUDIES, StudyOptions, run_study
 
     if not argv or argv[0] in ("-h", "--help", "list"):
-        print("studies: " + ", ".join([*STUDIES, "claims"]))
+        print("studies: " + ", ".join([*STUDIES, "claims", "algorithms"]))
         for name, fn in STUDIES.items():
             print(f"  {name:12s} {(fn.__doc__ or '').strip()}")
         print("  claims       every claim of the references, measured, with a verdict")
+        print("  algorithms   each score-function algorithm's own update against the exact gradient")
         return 0
     name, rest = argv[0], argv[1:]
+    if name == "algorithms":
+        return _lab_algorithms(rest)
     if name == "claims":
         args = _parse(ClaimsArgs, rest, "pgrad lab claims")
         use_threads(args.threads)
@@ -287,7 +346,8 @@ def cmd_lab(argv: Sequence[str]) -> int:
         print(table)
         return 0
     if name not in STUDIES:
-        raise ConfigError(f"unknown lab study '{name}' (studies: {', '.join([*STUDIES, 'claims'])})")
+        known = ", ".join([*STUDIES, "claims", "algorithms"])
+        raise ConfigError(f"unknown lab study '{name}' (studies: {known})")
 
     @dataclasses.dataclass
     class LabArgs(StudyOptions):
