@@ -15,7 +15,10 @@ class Rollout:
     `next_obs` is the true s_{t+1}: on an episode end it is the final observation (never the reset
     observation), so V(next_obs) bootstraps a truncated episode correctly. `terminated` and `truncated` stay
     apart. `mask` marks the steps that belong to the batch (collectors that gather whole episodes leave out
-    the steps of episodes they could not finish).
+    the steps of episodes they could not finish). `start_step` numbers the steps of episodes a rollout
+    continues from an earlier one (`StepCollector(count_steps=True)`): row 0 of sub-env n is step
+    start_step[n] of its episode. Whole-episode batches (`collect_episodes`) start every episode at row 0 and
+    leave it None.
     """
 
     obs: torch.Tensor  # [T, N, D]
@@ -28,6 +31,7 @@ class Rollout:
     mask: torch.Tensor  # [T, N] bool
     episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))  # finished episodes in the batch
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    start_step: torch.Tensor | None = None  # [N] int64 time index of row 0 in its episode (None: not counted)
 
     @property
     def num_steps(self) -> int:

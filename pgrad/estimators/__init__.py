@@ -1,7 +1,8 @@
 """Estimators of the policy gradient and its ingredients: pure functions, tensors in and tensors out.
 
 returns.py        total return, reward-to-go, n-step and λ-returns
-advantages.py     baselines (mean, per-step, optimal), GAE, group-relative and leave-one-out advantages
+advantages.py     baselines (mean, per-step, optimal), GAE, group-relative and leave-one-out advantages,
+                  episode time indices and the γᵗ weights of the discounted policy gradient
 importance.py     trajectory and per-decision importance weights, truncation, ESS
 losses.py         score-function / clipped / KL-penalty surrogates, KL estimators k1–k3, value loss
 trust_region.py   flat parameters, Fisher-vector products, conjugate gradient, natural step, line search
@@ -11,7 +12,9 @@ zeroth_order.py   finite differences, Gaussian smoothing, α-order mixing
 """
 
 from pgrad.estimators.advantages import (
+    discount_weights,
     episode_index,
+    episode_time,
     gae,
     group_relative_advantages,
     leave_one_out_advantages,
@@ -81,9 +84,11 @@ __all__ = [
     "conjugate_gradient",
     "cumulative_log_ratio",
     "deterministic_actor_loss",
+    "discount_weights",
     "effective_sample_size",
     "ensemble_min",
     "episode_index",
+    "episode_time",
     "expected_soft_value",
     "explained_variance",
     "finite_difference_gradient",

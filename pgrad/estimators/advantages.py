@@ -18,7 +18,9 @@ from pgrad.estimators import _checks as _c
 from pgrad.estimators.returns import _episode_flags, _episode_starts, _first_step_index
 
 __all__ = [
+    "discount_weights",
     "episode_index",
+    "episode_time",
     "gae",
     "group_relative_advantages",
     "leave_one_out_advantages",
@@ -132,6 +134,92 @@ def episode_index(terminated: Tensor, truncated: Tensor) -> tuple[Tensor, Tensor
     ids_BT = torch.cumsum(starts_TB.T.reshape(-1).long(), dim=0).reshape(starts_TB.shape[1], -1) - 1
     episode_id = ids_BT.T.reshape(done.shape).contiguous()
     return episode_id, step_in_episode.expand(done.shape).contiguous()
+
+
+def episode_time(terminated: Tensor, truncated: Tensor, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Each step's time index t within its episode, continuing the episodes open at row 0 from ``start``.
+
+        t_{0,n} = start_n,    t_{k,n} = 0 if done_{k−1,n} else t_{k−1,n} + 1,    done = terminated | truncated
+        next_start_n = 0 if done_{T−1,n} else t_{T−1,n} + 1
+
+    A collector whose rollouts continue episodes across calls (`StepCollector`) passes the ``next_start`` of
+    one rollout as the ``start`` of the next, so an episode's steps are numbered 0, 1, 2, … across rollout
+    boundaries; ``start`` None means every column starts a new episode at row 0 (then t is the
+    ``step_in_episode`` of :func:`episode_index`). Vectorised, no loop.
+
+    Args:
+        terminated, truncated: [T, N] (or [T, *B]) bool (or 0/1) flags.
+        start: optional [N] (or [*B]) non-negative integer tensor, the time index of row 0.
+
+    Returns:
+        (t [T, N], next_start [N]), both int64 (the time index of the row after the rollout).
+    """
+    terminated = _c.tensor("terminated", terminated).detach()
+    if terminated.ndim < 1:
+        raise ConfigError("terminated must be time-major [T, N], got a 0-d tensor")
+    _, done = _episode_flags(terminated, truncated, terminated, "terminated")
+    if start is None:
+        start = torch.zeros(done.shape[1:], dtype=torch.long, device=done.device)
+    else:
+        start = _c.tensor("start", start).detach()
+        if start.shape != done.shape[1:]:
+            raise ConfigError(
+                f"start has shape {tuple(start.shape)}, expected the shape of one row of terminated "
+                f"{tuple(done.shape[1:])}"
+            )
+        if start.dtype == torch.bool or start.dtype.is_floating_point or start.dtype.is_complex:
+            raise ConfigError(f"start must be an integer tensor, got {start.dtype}")
+        if start.device != done.device:
+            raise ConfigError(f"start is on device {start.device}, expected the device of terminated")
+        if bool((start < 0).any()):
+            raise ConfigError(f"start must be >= 0, got min {int(start.min())}")
+        start = start.long()
+    if done.shape[0] == 0:
+        return torch.zeros(done.shape, dtype=torch.long, device=done.device), start.clone()
+    rows = torch.arange(done.shape[0], device=done.device).view((-1,) + (1,) * (done.ndim - 1))
+    time = rows - _first_step_index(done)
+    # Rows up to the first episode end of a column belong to the episode that was open at row 0.
+    first_episode = (torch.cumsum(done.long(), dim=0) - done.long()) == 0
+    time = time + torch.where(first_episode, start, torch.zeros_like(start))
+    next_start = torch.where(done[-1], torch.zeros_like(start), time[-1] + 1)
+    return time.contiguous(), next_start
+
+
+def discount_weights(
+    terminated: Tensor,
+    truncated: Tensor,
+    gamma: float,
+    start: Tensor | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """γᵗ for every step, t its time index in its episode (:func:`episode_time`, continued from ``start``).
+
+    The policy-gradient theorem for the discounted objective J = E[Σ_t γᵗ r_t] weights step t by γᵗ:
+
+        ∇J = E[Σ_t γᵗ ∇ log π(a_t|s_t) Q(s_t, a_t)]     (Sutton et al. 2000; Thomas 2014)
+
+    Nearly every implementation drops γᵗ and so follows Σ_t ∇ log π(a_t|s_t) Q(s_t, a_t), which is not the
+    gradient of J (Nota & Thomas 2020); multiplying each step's score-function term (its advantage) by these
+    weights restores it. The index must count from the episode's true start, across rollout boundaries:
+    hence ``start``.
+
+    Args:
+        terminated, truncated: [T, N] bool (or 0/1) flags.
+        gamma: discount γ ∈ [0, 1] (γ⁰ = 1, also for γ = 0).
+        start: optional [N] non-negative integer tensor, the time index of row 0 (None: 0).
+        dtype: floating dtype of the weights (None: torch's default dtype).
+
+    Returns:
+        (weights [T, N] in ``dtype``, next_start [N] int64: the ``start`` of the rollout that follows).
+    """
+    gamma = _c.unit_interval("gamma", gamma)
+    time, next_start = episode_time(terminated, truncated, start)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    # In float64 and cast once: γᵗ for t in the thousands stays accurate (and underflows to 0 gracefully).
+    weights = torch.pow(torch.tensor(gamma, dtype=torch.float64, device=time.device), time.double())
+    return weights.to(dtype), next_start
 
 
 def per_step_mean_baseline(returns: Tensor, step_in_episode: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from pgrad.envs.base import VecEnv
 from pgrad.errors import CheckpointError, EnvError
+from pgrad.estimators import episode_time
 from pgrad.policies.networks import Policy
 from pgrad.types import Rollout
 
@@ -122,31 +123,62 @@ class StepCollector:
     """Fixed-length rollouts over continuing episodes (A2C, PPO, VPG …): episodes run on across updates.
 
     The first `collect` resets the envs with `seed`; after that each call continues from the observations the
-    previous one ended on. A resumed run cannot restore a Gymnasium env's internal state (it is not
-    serialisable without pickle), so it starts fresh episodes: `restart(seed)` resets with a new seed.
+    previous one ended on. With `count_steps` it also carries the time index each sub-env's episode has
+    reached (`episode_step`, handed to each rollout as its `start_step`): the γᵗ of a discounted gradient
+    needs an episode's true step (off by default: it costs a few ops per rollout). A resumed run cannot
+    restore a Gymnasium env's internal state (it is not serialisable without pickle), so it starts fresh
+    episodes: `restart(seed)` resets with a new seed.
     """
 
-    def __init__(self, envs: VecEnv, seed: int):
+    def __init__(self, envs: VecEnv, seed: int, count_steps: bool = False):
         self.envs = envs
         self.seed = seed
+        self.count_steps = count_steps
         self.obs: torch.Tensor | None = None
+        self.episode_step: torch.Tensor | None = None  # [N] int64, step of each sub-env's next row (counting)
 
     def restart(self, seed: int) -> None:
         self.seed = seed
         self.obs = None
+        self.episode_step = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The observations the next rollout starts from (with the envs' own state, an exact resume)."""
-        return {"obs": None if self.obs is None else self.obs.clone(), "seed": self.seed}
+        """The observations the next rollout starts from and how far their episodes are (with the envs' own
+        state, an exact resume)."""
+        return {
+            "obs": None if self.obs is None else self.obs.clone(),
+            "seed": self.seed,
+            "episode_step": None if self.episode_step is None else self.episode_step.clone(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
         self.obs = _checked_obs(state["obs"], self.envs)
+        step = state.get("episode_step") if self.count_steps else None
+        if step is None and self.count_steps and self.obs is not None:
+            # A checkpoint from before step counting: its open episodes are numbered from here.
+            step = torch.zeros(self.envs.num_envs, dtype=torch.long)
+        if step is not None and (
+            not isinstance(step, torch.Tensor)
+            or tuple(step.shape) != (self.envs.num_envs,)
+            or step.dtype != torch.long
+        ):
+            got = (
+                f"{tuple(step.shape)} {step.dtype}" if isinstance(step, torch.Tensor) else type(step).__name__
+            )
+            raise CheckpointError(
+                f"collector state: episode_step {got} does not fit env '{self.envs.label}' "
+                f"(int64 [{self.envs.num_envs}])"
+            )
+        self.episode_step = None if step is None else step.to(self.envs.device)
 
     def collect(self, policy: Policy, num_steps: int) -> Rollout:
         """Run `num_steps` vector steps with `policy`; every step is in the batch (mask all True)."""
         if self.obs is None:
             self.obs = self.envs.reset(seed=self.seed)
+            self.episode_step = None
+        if self.count_steps and self.episode_step is None:
+            self.episode_step = torch.zeros(self.envs.num_envs, dtype=torch.long, device=self.obs.device)
         obs = self.obs
         buffer = _Buffer(capacity=num_steps)
         returns: list[np.ndarray] = []
@@ -170,11 +202,15 @@ class StepCollector:
             obs = step.next_obs
         self.obs = obs
         data = buffer.view(num_steps)
+        start = self.episode_step
+        if self.count_steps:
+            _, self.episode_step = episode_time(data["terminated"], data["truncated"], start)
         return Rollout(
             **data,
             mask=torch.ones_like(data["terminated"]),
             episode_returns=np.concatenate(returns) if returns else np.zeros(0),
             episode_lengths=np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+            start_step=start,
         )
 
 

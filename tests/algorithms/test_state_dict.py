@@ -16,6 +16,9 @@ CASES = {
     "reinforce-optimal": {"num_envs": 2, "episodes_per_update": 2, "baseline": "optimal"},
     "vpg": {"num_envs": 2, "steps_per_epoch": 24, "normalize_obs": True, "value_iters": 2},
     "a2c": {"num_envs": 2, "num_steps": 5, "normalize_obs": True},
+    "a2c-discount": {"num_envs": 2, "num_steps": 5, "discount_weighting": True},
+    "vpg-discount": {"num_envs": 2, "steps_per_epoch": 24, "discount_weighting": True},
+    "reinforce-discount": {"num_envs": 2, "episodes_per_update": 2, "discount_weighting": True},
     "a2c-shared": {
         "num_envs": 2,
         "num_steps": 5,

@@ -11,7 +11,9 @@ import torch
 
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
+    discount_weights,
     episode_index,
+    episode_time,
     gae,
     group_relative_advantages,
     leave_one_out_advantages,
@@ -239,6 +241,109 @@ def test_episode_index_hand_computed_and_float_flags():
     assert steps.tolist() == [[0, 0], [0, 1], [0, 2], [1, 3]]
     with pytest.raises(ConfigError, match=r"truncated has shape \(4, 1\), expected the shape of terminated"):
         episode_index(term, trunc[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# episode time across rollouts and the γᵗ weights of the discounted gradient
+
+
+def ref_episode_time(batch, start):
+    """t counted step by step in each column from start[n]; back to 0 after every episode end."""
+    T, N = batch.shape
+    done = batch.done.tolist()
+    time = [[0] * N for _ in range(T)]
+    next_start = []
+    for n in range(N):
+        t = int(start[n])
+        for k in range(T):
+            time[k][n] = t
+            t = 0 if done[k][n] else t + 1
+        next_start.append(t)
+    return torch.tensor(time, dtype=torch.int64).reshape(T, N), torch.tensor(next_start, dtype=torch.int64)
+
+
+def random_start(seed, N):
+    return torch.randint(0, 7, (N,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_episode_time_matches_reference(seed, shape):
+    b = make_random_batch(seed, *shape)
+    start = random_start(seed, shape[1])
+    time, next_start = episode_time(b.terminated, b.truncated, start)
+    ref_time, ref_next = ref_episode_time(b, start)
+    assert time.dtype == torch.int64 and next_start.dtype == torch.int64
+    torch.testing.assert_close(time, ref_time, rtol=0, atol=0)
+    torch.testing.assert_close(next_start, ref_next, rtol=0, atol=0)
+    # Without a start every column begins an episode at row 0: episode_index's step_in_episode.
+    time0, _ = episode_time(b.terminated, b.truncated)
+    torch.testing.assert_close(time0, episode_index(b.terminated, b.truncated)[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_discount_weights_are_gamma_to_the_time_in_episode(seed, shape, gamma):
+    b = make_random_batch(seed, *shape)
+    start = random_start(seed, shape[1])
+    weights, next_start = discount_weights(b.terminated, b.truncated, gamma, start, dtype=torch.float64)
+    ref_time, ref_next = ref_episode_time(b, start)
+    T, N = shape
+    expected = f64([[gamma ** int(ref_time[k, n]) for n in range(N)] for k in range(T)]).reshape(T, N)
+    close(weights, expected)
+    assert weights.dtype == torch.float64 and next_start.tolist() == ref_next.tolist()
+    assert discount_weights(b.terminated, b.truncated, gamma)[0].dtype == torch.get_default_dtype()
+
+
+def test_discount_weights_of_ragged_episodes_in_vector_envs_hand_computed():
+    # column 0: episodes of 2, 1 and 2+ steps; column 1: one episode cut by the rollout end; column 2: an
+    # episode that began 4 steps before this rollout and terminates at row 1.
+    term = torch.tensor([[0, 0, 0], [1, 0, 1], [1, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.bool)
+    trunc = torch.zeros_like(term)
+    start = torch.tensor([0, 0, 4])
+    weights, next_start = discount_weights(term, trunc, 0.5, start, dtype=torch.float64)
+    expected = [
+        [1, 1, 1 / 16],
+        [1 / 2, 1 / 2, 1 / 32],
+        [1, 1 / 4, 1],
+        [1, 1 / 8, 1 / 2],
+        [1 / 2, 1 / 16, 1 / 4],
+    ]
+    assert weights.tolist() == expected
+    assert next_start.tolist() == [2, 5, 3]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 12])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_an_episode_spanning_two_rollouts_keeps_counting(seed, cut):
+    """Two rollouts chained through next_start number every step as the whole rollout does."""
+    b = make_random_batch(seed, 13, 3)
+    start = random_start(seed, 3)
+    whole, whole_next = discount_weights(b.terminated, b.truncated, 0.9, start, dtype=torch.float64)
+    first, middle = discount_weights(b.terminated[:cut], b.truncated[:cut], 0.9, start, dtype=torch.float64)
+    second, last = discount_weights(b.terminated[cut:], b.truncated[cut:], 0.9, middle, dtype=torch.float64)
+    close(torch.cat([first, second]), whole)
+    assert last.tolist() == whole_next.tolist()
+    # an empty rollout changes nothing
+    empty, same = episode_time(b.terminated[:0], b.truncated[:0], middle)
+    assert empty.shape == (0, 3) and same.tolist() == middle.tolist()
+
+
+@pytest.mark.parametrize(
+    ("start", "match"),
+    [
+        (torch.tensor([0, -1]), "start must be >= 0"),
+        (torch.tensor([0.0, 1.0]), "start must be an integer tensor"),
+        (torch.tensor([0, 1, 2]), r"start has shape \(3,\), expected the shape of one row of terminated"),
+    ],
+)
+def test_a_bad_start_is_a_one_line_error(start, match):
+    flags = torch.zeros(4, 2, dtype=torch.bool)
+    with pytest.raises(ConfigError, match=match):
+        episode_time(flags, flags, start)
+    with pytest.raises(ConfigError, match="dtype must be a floating"):
+        discount_weights(flags, flags, 0.9, dtype=torch.long)
 
 
 def test_gym_rollouts_episode_index_and_baselines(gym_batch):

@@ -56,6 +56,13 @@ def valid_calls():
         },
         "mean_baseline": {"returns": r, "mask": flags},
         "episode_index": {"terminated": flags, "truncated": flags},
+        "episode_time": {"terminated": flags, "truncated": flags, "start": torch.zeros(N, dtype=torch.long)},
+        "discount_weights": {
+            "terminated": flags,
+            "truncated": flags,
+            "gamma": 0.9,
+            "start": torch.zeros(N, dtype=torch.long),
+        },
         "per_step_mean_baseline": {"returns": r, "step_in_episode": torch.zeros(T, N, dtype=torch.long)},
         "optimal_baseline": {"score_sums": r, "weighted_score_sums": r},
         "group_relative_advantages": {"rewards": r, "eps": 1e-8},

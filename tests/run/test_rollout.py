@@ -9,7 +9,8 @@ import torch
 
 from pgrad.envs.gym import GymVecEnv
 from pgrad.envs.toy import CountingEnv
-from pgrad.errors import EnvError
+from pgrad.errors import CheckpointError, EnvError
+from pgrad.estimators import episode_time
 from pgrad.policies.networks import Policy
 from pgrad.run.rollout import StepCollector, _Buffer, act, collect_episodes, stack_rollouts
 
@@ -80,6 +81,48 @@ def test_step_collector_continues_episodes_across_calls_and_restarts_on_request(
     third = collector.collect(policy, 2)
     assert third.obs[0].tolist() == [[4, 0], [4, 0]]  # a new episode by a reset, not episode 3 at step 0
     assert collector.seed == 2
+
+
+def test_step_collector_numbers_the_steps_of_episodes_across_calls_and_restarts():
+    """CountingEnv's observation holds the step in its episode: the rollouts' start_step must continue it."""
+    envs = counting_envs(3, terminate_at=4, terminate_prob=0.5, limit=6)
+    policy = make_policy(envs)
+    assert StepCollector(envs, seed=1).collect(policy, 3).start_step is None  # not counted by default
+    collector = StepCollector(envs, seed=1, count_steps=True)
+    spans = 0
+    for steps in (5, 3, 7, 1, 4):
+        rollout = collector.collect(policy, steps)
+        time, next_start = episode_time(rollout.terminated, rollout.truncated, rollout.start_step)
+        assert time.tolist() == rollout.obs[..., 1].long().tolist()
+        assert next_start.tolist() == collector.episode_step.tolist()
+        spans += int((rollout.start_step > 0).sum())
+    assert spans > 0  # some episodes ran on from one call into the next
+
+    saved = collector.state_dict()
+    copy = StepCollector(envs, seed=9, count_steps=True)
+    copy.load_state_dict(saved)
+    assert copy.episode_step.tolist() == collector.episode_step.tolist()
+    rollout = copy.collect(policy, 3)
+    assert rollout.start_step.tolist() == saved["episode_step"].tolist()
+    assert episode_time(rollout.terminated, rollout.truncated, rollout.start_step)[0].tolist() == (
+        rollout.obs[..., 1].long().tolist()
+    )
+
+    collector.restart(seed=2)  # fresh episodes: numbered from 0 again
+    assert collector.state_dict()["episode_step"] is None
+    assert collector.collect(policy, 2).start_step.tolist() == [0, 0, 0]
+
+
+def test_step_collector_state_without_or_with_a_bad_episode_step():
+    envs = counting_envs(2, terminate_at=3)
+    collector = StepCollector(envs, seed=0, count_steps=True)
+    collector.collect(make_policy(envs), 2)
+    old = {k: v for k, v in collector.state_dict().items() if k != "episode_step"}  # an earlier checkpoint
+    collector.load_state_dict(old)
+    assert collector.episode_step.tolist() == [0, 0]
+    for bad in (torch.zeros(3, dtype=torch.long), torch.zeros(2), "x"):
+        with pytest.raises(CheckpointError, match=r"episode_step .* does not fit env"):
+            collector.load_state_dict({**old, "episode_step": bad})
 
 
 def test_step_collector_reports_no_episodes_as_empty_arrays():

@@ -80,6 +80,9 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path, options):
         ("vpg", "Acrobot-v1", {"steps_per_epoch": 200}),
         ("ppo", "CartPole-v1", {"num_envs": 4, "num_steps": 32, "backend": "native", "anneal_lr": False}),
         ("a2c", "Pendulum-v1", {"num_envs": 4, "backend": "native", "normalize_obs": True}),
+        # γᵗ needs each episode's step, which runs on across rollouts and must come back on resume
+        ("a2c", "Pendulum-v1", {"num_envs": 4, "backend": "native", "discount_weighting": True}),
+        ("vpg", "Acrobot-v1", {"steps_per_epoch": 200, "discount_weighting": True}),
         ("vpg", "Acrobot-v1", {"num_envs": 2, "steps_per_epoch": 200, "backend": "native"}),
         ("npg", "MountainCar-v0", {"num_envs": 2, "num_steps": 100, "backend": "native"}),
         ("trpo", "MountainCarContinuous-v0", {"num_envs": 2, "num_steps": 100, "backend": "native"}),

@@ -13,6 +13,10 @@ The critic regresses on the target G_t, bootstrapped from C(s') = V_w(s') or Q_w
     G_t = Σ_{k<m} γ^k r_{t+k} + γ^m (1 − term) C(s_{t+m})    --target nstep (m: to the rollout or episode end)
     G_t = r_t + γ (1 − term_t) [(1−λ) C(s_{t+1}) + λ G_{t+1}]   --target gae   (λ-return; G − V = GAE(λ))
 
+--discount-weighting multiplies step t's term by γᵗ, t its index in its episode (counted across rollouts:
+an episode runs on through many short rollouts), the factor of the exact gradient of the discounted return
+J = E[Σ_t γᵗ r_t] that nearly every implementation drops (`pgrad.estimators.discount_weights`).
+
 A step cut by the time limit or by the rollout end bootstraps from the TRUE next state (the final observation,
 `rollout.next_obs`), never from the next episode's reset observation; only termination stops bootstrapping.
 
@@ -46,6 +50,7 @@ from pgrad.algorithms.common import (
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
+    discount_weights,
     explained_variance,
     n_step_return,
     normalize,
@@ -91,6 +96,9 @@ class Config(NetworkConfig):
     """Global gradient-norm clip, per network with --architecture separate (0: none)."""
     normalize_advantages: bool = False
     """Standardise the actor's weights Ψ over the batch."""
+    discount_weighting: bool = False
+    """Multiply step t's score-function term by γᵗ (t: its index in the episode, across rollouts), the factor
+    of the exact gradient of the discounted return that implementations usually drop (after normalising)."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient c_e."""
     vf_coef: float = 0.5
@@ -191,7 +199,9 @@ class A2C(Algorithm):
             for name, module in groups.items()
         }
         self.param_groups = {name: list(module.parameters()) for name, module in groups.items()}
-        self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
+        self.collector = StepCollector(
+            envs, derive_seed(seed, "train", 0), count_steps=config.discount_weighting
+        )
 
     # -- actor and critic -----------------------------------------------------------------------------------
     def _critic_action(self, sample: torch.Tensor) -> torch.Tensor | None:
@@ -255,6 +265,11 @@ class A2C(Algorithm):
         weights = weights.flatten()
         if config.normalize_advantages:
             weights = normalize(weights)
+        if config.discount_weighting:  # γᵗ, t counted from each episode's start in an earlier rollout
+            gamma_t, _ = discount_weights(
+                rollout.terminated, rollout.truncated, config.gamma, rollout.start_step, weights.dtype
+            )
+            weights = weights * gamma_t.flatten()
 
         log_prob = dist.log_prob(rollout.actions).flatten()
         policy_loss, _ = score_function_loss(log_prob, weights)

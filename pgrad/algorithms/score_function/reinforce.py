@@ -15,8 +15,14 @@ Estimator (Williams 1992; the references' naive PG, causality and baseline slide
         = V_φ(s_t), a value network fitted to G_t   --baseline value
 
 Any baseline that does not depend on a_t leaves the estimate unbiased (E[∇ log π(a|s) b(s)] = 0); a good one
-lowers its variance. γ = 1 gives the undiscounted finite-horizon return. An episode cut by a time limit
-ends its returns there, or, with the value baseline and --bootstrap-truncated, adds γ V(final observation).
+lowers its variance. γ = 1 gives the undiscounted finite-horizon return. With γ < 1 the estimate above (what
+nearly every implementation computes) is not the gradient of the discounted J = E[Σ_t γᵗ r_t]: that one
+weights step t by γᵗ, t its index in the episode (--discount-weighting, `pgrad.estimators.discount_weights`):
+
+    ∇θJ ≈ 1/M Σ_i Σ_t γᵗ ∇θ log πθ(a_t|s_t) · (Ψ_t − b_t)
+
+(with the optimal baseline, S and W then sum γᵗ ∇ log π too). An episode cut by a time limit ends its
+returns there, or, with the value baseline and --bootstrap-truncated, adds γ V(final observation).
 
 Each update resets the envs (seeds derived from the run seed and the iteration) and collects exactly
 `episodes_per_update` whole episodes with the current policy (see `pgrad.run.rollout.collect_episodes`).
@@ -44,6 +50,7 @@ from pgrad.algorithms.common import (
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import (
+    discount_weights,
     episode_index,
     explained_variance,
     flat_jacobian,
@@ -82,6 +89,9 @@ class Config(NetworkConfig):
     """Standardise Ψ − b over the batch (a constant shift and a positive rescaling of the step)."""
     bootstrap_truncated: bool = True
     """With the value baseline: a time-limit cut adds γ V(final observation) to the return."""
+    discount_weighting: bool = False
+    """Multiply step t's score-function term by γᵗ (t: its index in the episode), the factor of the exact
+    gradient of the discounted return that implementations usually drop (after --normalize-advantages)."""
     lr: float = 1e-3
     """Policy learning rate."""
     optimizer: str = "adam"
@@ -155,18 +165,28 @@ class Reinforce(Algorithm):
         episode_id, step_in_episode = episode_index(rollout.terminated, rollout.truncated)
         _, episode_of_step = torch.unique(episode_id[mask], return_inverse=True)
         num_episodes = int(episode_of_step.max()) + 1
+        step_weights = None  # γᵗ per step (--discount-weighting): every episode starts at row 0 here
+        if config.discount_weighting:
+            gamma_t, _ = discount_weights(
+                rollout.terminated, rollout.truncated, config.gamma, dtype=psi.dtype
+            )
+            step_weights = gamma_t[mask]
 
         obs, actions = rollout.obs[mask], rollout.actions[mask]
         metrics: dict[str, float] = {}
         if config.baseline == "optimal":
             metrics.update(
-                self._optimal_baseline_step(obs, actions, psi[mask], episode_of_step, num_episodes)
+                self._optimal_baseline_step(
+                    obs, actions, psi[mask], episode_of_step, num_episodes, step_weights
+                )
             )
         else:
             advantages = psi - self._baseline(rollout, psi, step_in_episode)
             advantages = advantages[mask]
             if config.normalize_advantages:
                 advantages = normalize(advantages)
+            if step_weights is not None:
+                advantages = advantages * step_weights
             metrics.update(self._policy_step(obs, actions, advantages, num_episodes))
         metrics.update(self._diagnostics(obs, actions, rollout.log_probs[mask]))
         if self.value is not None:
@@ -210,10 +230,13 @@ class Reinforce(Algorithm):
         psi: torch.Tensor,
         episode: torch.Tensor,
         num_episodes: int,
+        step_weights: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         params = [p for p in self.policy.parameters() if p.requires_grad]
         dist = self.policy.distribution(obs)
         log_prob = dist.log_prob(actions)
+        if step_weights is not None:  # γᵗ ∇ log π: S_i and W_i of the discount-weighted estimator
+            log_prob = log_prob * step_weights
         zeros = log_prob.new_zeros(num_episodes)
         score_sums = zeros.index_add(0, episode, log_prob)  # Σ_t log π per episode → S_i after ∇
         weighted = zeros.index_add(0, episode, log_prob * psi)  # Σ_t Ψ_t log π per episode → W_i after ∇

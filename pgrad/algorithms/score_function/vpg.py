@@ -7,6 +7,11 @@ Estimator (stated most plainly by OpenAI Spinning Up's VPG), over a batch of B s
     δ_t = r_t + γ (1 − term_t) V_φ(s_{t+1}) − V_φ(s_t)
     Â_t = δ_t + γλ (1 − done_t) Â_{t+1}               (GAE(λ), standardised over the batch)
 
+--discount-weighting multiplies step t's term by γᵗ, t its index in its episode (counted across batches:
+episodes run on from one batch into the next), which makes it the gradient of the discounted return
+J = E[Σ_t γᵗ r_t] rather than the γᵗ-free direction nearly every implementation follows
+(`pgrad.estimators.discount_weights`; see docs/score_function.md).
+
 ONE gradient step on −1/B Σ_t log πθ(a_t|s_t) Â_t per batch, then V_φ is fitted by `value_iters` full-batch
 steps of ½ mean (V_φ(s_t) − R_t)² on the λ-returns R_t = Â_t + V_φ(s_t) (before standardising), with its own
 optimiser. An episode cut by its time limit or by the end of the batch bootstraps from V_φ(s_{t+1}) of the
@@ -40,7 +45,7 @@ from pgrad.algorithms.common import (
     update_normalizers,
 )
 from pgrad.envs.base import VecEnv
-from pgrad.estimators import explained_variance, kl_k3, normalize, score_function_loss
+from pgrad.estimators import discount_weights, explained_variance, kl_k3, normalize, score_function_loss
 from pgrad.optim import make_optimizer
 from pgrad.run.algorithm import Algorithm, IterationResult
 from pgrad.run.rollout import StepCollector
@@ -69,6 +74,9 @@ class Config(NetworkConfig):
     """Optimiser of the policy and of the value network: sgd, adam, adamw, rmsprop, muon, laprop."""
     normalize_advantages: bool = True
     """Standardise the advantages over the batch."""
+    discount_weighting: bool = False
+    """Multiply step t's score-function term by γᵗ (t: its index in the episode, across batches), the factor
+    of the exact gradient of the discounted return that implementations usually drop (after normalising)."""
     max_grad_norm: float = 0.0
     """Clip the policy gradient to this global norm (0: no clipping)."""
     ent_coef: float = 0.0
@@ -103,7 +111,9 @@ class VPG(Algorithm):
             config.optimizer, self.value.named_parameters(), config.value_lr
         )
         self.num_steps = config.steps_per_epoch // config.num_envs
-        self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
+        self.collector = StepCollector(
+            envs, derive_seed(seed, "train", 0), count_steps=config.discount_weighting
+        )
 
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
@@ -114,6 +124,11 @@ class VPG(Algorithm):
         advantages, returns = advantages.flatten(), returns.flatten()
         if config.normalize_advantages:
             advantages = normalize(advantages)
+        if config.discount_weighting:  # γᵗ, t counted from each episode's start in an earlier batch
+            gamma_t, _ = discount_weights(
+                rollout.terminated, rollout.truncated, config.gamma, rollout.start_step, advantages.dtype
+            )
+            advantages = advantages * gamma_t.flatten()
         metrics = self._policy_step(obs, actions, rollout.log_probs.flatten(), advantages)
         metrics["stats/explained_variance"] = explained_variance(values.flatten(), returns)
         metrics["loss/value"] = fit_value(self.value, self.value_optimizer, obs, returns, config.value_iters)
