@@ -21,6 +21,8 @@ function, never taken from the estimator's own report.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +31,15 @@ from dataclasses import dataclass, field
 import torch
 
 from pgrad.envs.diff import ContactToy
-from pgrad.estimators import finite_difference_gradient
+from pgrad.estimators import (
+    clipped_surrogate,
+    conjugate_gradient,
+    finite_difference_gradient,
+    group_relative_advantages,
+    leave_one_out_advantages,
+    make_fisher_vector_product,
+)
+from pgrad.lab.groups import group_estimates, group_estimator_mean, group_problem
 from pgrad.lab.measure import ALPHA, Measurement, draw_estimates, loglog_slope, measure
 from pgrad.lab.pathwise import (
     bptt_estimator,
@@ -46,9 +56,18 @@ from pgrad.lab.pathwise import (
 )
 from pgrad.lab.score_function import (
     estimator,
+    gamma_free_mean,
     make_problem,
     off_policy_estimator,
     optimal_constant_baseline,
+)
+from pgrad.lab.surrogates import (
+    cg_errors,
+    mean_kl,
+    natural_problem,
+    ppo_epochs,
+    row_space,
+    sampled_fvp_estimator,
 )
 from pgrad.lab.windows import (
     CONTACT_SIGMA,
@@ -555,6 +574,252 @@ def claim_13_contact_windows(seed: int = 0) -> Claim:
     return Claim(13, text, figure, checks, seed)
 
 
+def claim_14_discount_weighting(seed: int = 0) -> Claim:
+    """Reward-to-go minus the exact V_t, with and without γᵗ, on a random MDP with horizon 20 at γ = 0.5, 0.9,
+    0.99 (300 estimates of 100 episodes; both estimators on the same episodes), against the exact gradient of
+    J = E[Σ_{t<20} γᵗ r_t] and against the closed-form mean of the γᵗ-free one."""
+    gammas = (0.5, 0.9, 0.99)
+    tests = 3 * len(gammas)
+    s = sample_seed(seed)
+    weighted, free, closed, closed_bias, closed_cos = [], [], [], [], []
+    for gamma in gammas:
+        problem = make_problem("random", horizon=20, seed=seed, gamma=gamma)
+        exact = problem.exact.reshape(-1)
+        weighted.append(
+            _m(
+                problem,
+                f"γᵗ, γ = {gamma}",
+                estimator(problem, "value_baseline", discount_weighting=True),
+                seed,
+            )
+        )
+        grads, cost, seconds = draw_estimates(estimator(problem, "value_baseline"), 100, 300, s)
+        mean = gamma_free_mean(problem)
+        free.append(measurement_from(f"no γᵗ, γ = {gamma}", grads, exact, 100, cost, seconds))
+        closed.append(measurement_from(f"no γᵗ vs its mean, γ = {gamma}", grads, mean, 100, cost, seconds))
+        closed_bias.append(float((mean - exact).norm() / exact.norm()))
+        closed_cos.append(float(mean @ exact / (mean.norm() * exact.norm())))
+    bias = [m.corrected_bias for m in free]
+    checks = {
+        "with γᵗ: unbiased at γ = 0.5, 0.9, 0.99": all(unbiased(m, tests) for m in weighted),
+        "without γᵗ: biased at γ = 0.5, 0.9, 0.99": all(biased(m, tests) for m in free),
+        "without γᵗ: mean = Σ_t d_t π (Q_t − V_t), no γᵗ, at γ = 0.5, 0.9, 0.99": all(
+            unbiased(m, tests) for m in closed
+        ),
+        "bias grows as γ falls (γ = 0.99 < 0.9 < 0.5)": bias[2] < bias[1] < bias[0],
+    }
+    figure = (
+        "H = 20, γ = 0.5, 0.9, 0.99: without γᵗ noise-corrected rel. bias "
+        + ", ".join(f"{b:.3f}" for b in bias)
+        + " (closed form "
+        + ", ".join(f"{b:.3f}" for b in closed_bias)
+        + "; cosine of its mean with ∇J "
+        + ", ".join(f"{c:.4f}" for c in closed_cos)
+        + "); with γᵗ 99% upper bound "
+        + ", ".join(f"{m.bias_high:.3f}" for m in weighted)
+        + " (bias test "
+        + ", ".join(_p(m) for m in weighted)
+        + ")"
+    )
+    text = (
+        "Dropping γᵗ (as nearly every implementation does) biases the gradient of the discounted return, the "
+        "more the smaller γ; with γᵗ it is unbiased"
+    )
+    return _bounds(Claim(14, text, figure, checks, seed), weighted, free)
+
+
+def claim_15_natural_gradient(seed: int = 0) -> Claim:
+    """NPG/TRPO's conjugate gradient on exact Fisher-vector products (mean KL under the exact d̄, double
+    backprop) against F⁺∇J on a 20-state, 4-action random MDP (γ = 0.9), 1 … 30 iterations; then the
+    Fisher-vector product from N = 100, 1000, 10000 sampled states (NPG/TRPO's) or state-action pairs (the
+    score outer product), 200 estimates each."""
+    problem = natural_problem(seed)
+    shape = problem.theta.shape
+    kl, params = mean_kl(problem)
+    fvp = make_fisher_vector_product(kl, params)
+    probe = torch.randn(
+        problem.gradient.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    fvp_error = max(
+        float((fvp(v) - problem.fisher @ v).norm() / (problem.fisher @ v).norm())
+        for v in (problem.gradient, probe)
+    )
+    advantage = row_space(problem.advantage.reshape(-1) / (1 - problem.mdp.gamma), shape)
+    kakade = float((advantage - problem.natural).norm() / problem.natural.norm())
+    iterations = list(range(1, 31))
+    euclid, f_norm = cg_errors(problem, fvp, iterations, conjugate_gradient)
+    first = next((k for k, e in zip(iterations, euclid, strict=True) if e < 1e-3), None)
+    # NPG's defaults: 15 iterations on F + 0.1 I (damping); how far that turns the direction.
+    damped = make_fisher_vector_product(kl, params, 0.1)
+    x_damped = row_space(conjugate_gradient(damped, problem.gradient, iterations=15), shape)
+    cos_damped = float(x_damped @ problem.natural / (x_damped.norm() * problem.natural.norm()))
+    cos_plain = float(row_space(problem.gradient, shape) @ problem.natural) / float(
+        row_space(problem.gradient, shape).norm() * problem.natural.norm()
+    )
+    target = problem.fisher @ problem.gradient
+    budgets, sampled, slopes = (100, 1000, 10000), {}, {}
+    for kind in ("states", "states_actions"):
+        est = sampled_fvp_estimator(problem, problem.gradient, kind, make_fisher_vector_product)
+        sampled[kind] = [measure(kind, est, target, n, 200, seed=sample_seed(seed)) for n in budgets]
+        rms = [math.sqrt(m.total_variance) for m in sampled[kind]]
+        slopes[kind] = loglog_slope(list(budgets), rms)
+    all_sampled = [m for ms in sampled.values() for m in ms]
+    checks = {
+        "double-backprop FVP = F v (rel. error < 1e-10)": fvp_error < 1e-10,
+        "F⁺∇J = A/(1 − γ) up to per-state shifts (rel. error < 1e-8)": kakade < 1e-8,
+        "CG's error never grows (k = 1 … 30; F-norm and Euclidean)": all(
+            b <= a for errors in (f_norm, euclid) for a, b in itertools.pairwise(errors)
+        ),
+        "CG's rel. error < 1e-3 within 25 iterations": first is not None and first <= 25,
+        "sampled FVP unbiased at N = 100, 1000, 10000": all(
+            unbiased(m, len(all_sampled)) for m in all_sampled
+        ),
+        "sampled FVP error ∝ N^s, −0.6 < s < −0.4": all(-0.6 < s < -0.4 for s in slopes.values()),
+    }
+    figure = (
+        "S = 20, A = 4 (rank F = 60): CG rel. error after 1, 5, 10, 15, 30 iterations "
+        + ", ".join(f"{euclid[k - 1]:.1e}" for k in (1, 5, 10, 15, 30))
+        + f" (< 1e-3 after {first}); FVP by double backprop vs F v {fvp_error:.0e}; F⁺∇J vs A/(1 − γ) "
+        f"{kakade:.0e}; NPG's damping 0.1: cos(x, F⁺∇J) {cos_damped:.3f} (plain gradient {cos_plain:.3f}); "
+        "sampled FVP, N = 100 → 10⁴: rel. error of one estimate "
+        + "; ".join(
+            f"{kind} {math.sqrt(ms[0].total_variance) / float(target.norm()):.3f} → "
+            f"{math.sqrt(ms[-1].total_variance) / float(target.norm()):.4f} (slope {slopes[kind]:.2f})"
+            for kind, ms in sampled.items()
+        )
+        + f"; smallest bias-test p {min(m.bias_p for m in all_sampled):.2g}"
+    )
+    text = (
+        "The natural-gradient direction of NPG/TRPO is F⁻¹∇J: conjugate gradient on Fisher-vector products "
+        "converges to it, and sampled Fisher-vector products are unbiased with error ∝ 1/√N"
+    )
+    return _bounds(Claim(15, text, figure, checks, seed), all_sampled, [])
+
+
+def claim_16_ppo_epochs(seed: int = 0) -> Claim:
+    """PPO's clipped surrogate with the exact advantages of π_old on a random MDP (H = 10): 10 epochs of one
+    full-batch ascent step (length 0.1 in θ) at ε = 0.1, 0.2, 0.3 and without the clip, 200 estimates of 50
+    episodes (the same for every ε), each epoch's gradient against ∇J at the parameters it was taken at."""
+    problem = make_problem("random", horizon=10, seed=seed)
+    exact_old = problem.exact.reshape(-1)
+    s = sample_seed(seed)
+    clips = (0.1, 0.2, 0.3)
+    bias: dict[float, list[float]] = {}
+    fractions: dict[float, list[float]] = {}
+    first: dict[float, Measurement] = {}
+    last: dict[float, Measurement] = {}
+    for eps in (*clips, math.inf):
+        run = ppo_epochs(problem, min(eps, 1e9), 10, 50, 200, 0.1, s, clipped_surrogate)
+        # ĝ_k − ∇J(θ_k) + ∇J(θ_old) against ∇J(θ_old): the bias at the current θ, relative to ‖∇J(θ_old)‖.
+        ms = [
+            measurement_from(f"ε = {eps}, epoch {k + 1}", g - e + exact_old, exact_old, 50, 0.0)
+            for k, (g, e) in enumerate(zip(run.estimates, run.exact, strict=True))
+        ]
+        bias[eps] = [m.corrected_bias for m in ms]
+        fractions[eps] = run.clip_fraction
+        first[eps], last[eps] = ms[0], ms[-1]
+    # At θ_old the ratio is 1 and every ε gives the same first-epoch gradient: one test.
+    start = first[clips[0]]
+    tests = 1 + len(clips)
+    checks = {
+        "epoch 1 (ratio 1): unbiased for ∇J(θ_old)": unbiased(start, tests),
+        "epoch 10: biased against ∇J(θ₁₀) at ε = 0.1, 0.2, 0.3": all(biased(last[e], tests) for e in clips),
+        "bias grows over the epochs (epoch 1 < 5 < 10) at ε = 0.1, 0.2, 0.3": all(
+            bias[e][0] < bias[e][4] < bias[e][9] for e in clips
+        ),
+        "smaller ε drifts more (epoch 10: ε = 0.1 > 0.2 > 0.3 > no clip)": bias[0.1][9]
+        > bias[0.2][9]
+        > bias[0.3][9]
+        > bias[math.inf][9],
+    }
+    figure = (
+        f"epoch 1: bias test {_p(start)} (99% upper bound {start.bias_high:.3f}); noise-corrected rel. "
+        "bias vs ∇J(θ_k) at epochs 2, 5, 10: "
+        + "; ".join(
+            f"{'no clip' if e == math.inf else f'ε = {e}'} "
+            + ", ".join(f"{bias[e][k]:.3f}" for k in (1, 4, 9))
+            + (f" (clip fraction {fractions[e][9]:.2f})" if e != math.inf else "")
+            for e in (*clips, math.inf)
+        )
+    )
+    text = (
+        "PPO's clipped-surrogate gradient is the policy gradient at θ_old in the first epoch; over the "
+        "epochs it drifts from ∇J at the current θ, the more the smaller ε (the clip zeroes clipped samples' "
+        "gradient)"
+    )
+    return _bounds(Claim(16, text, figure, checks, seed), [start], [last[e] for e in clips])
+
+
+def claim_17_group_baselines(seed: int = 0) -> Claim:
+    """RLOO, Dr. GRPO and GRPO (÷ std, ÷ length, both) on an episodic MDP with a binary outcome (4 starts of
+    different difficulty, episodes of 1 … 10 steps): 300 estimates of 16 groups of G = 8 episodes per start,
+    all estimators on the same episodes, against ∇J and against each one's exact mean (binomial sum over the
+    group's other outcomes × a length-weighted backward induction, `pgrad.lab.groups`)."""
+    G = 8
+    problem = group_problem(seed)
+    exact = problem.exact
+    dr_grpo = functools.partial(group_relative_advantages, scale=False)
+    variants = {
+        "RLOO": (leave_one_out_advantages, False),
+        "Dr. GRPO": (dr_grpo, False),
+        "÷ std": (group_relative_advantages, False),
+        "÷ length": (dr_grpo, True),
+        "GRPO (÷ std, ÷ length)": (group_relative_advantages, True),
+    }
+    grads, cost = group_estimates(problem, variants, G, 16, 300, sample_seed(seed))
+    means = {
+        name: group_estimator_mean(problem, fn, G, normalized) for name, (fn, normalized) in variants.items()
+    }
+    scaled = (G - 1) / G * exact
+
+    def m(name: str, reference: torch.Tensor, label: str = "") -> Measurement:
+        return measurement_from(name + label, grads[name], reference, 16, cost)
+
+    def angle(x: torch.Tensor) -> float:
+        return math.degrees(math.acos(min(1.0, float(x @ exact / (x.norm() * exact.norm())))))
+
+    rloo = m("RLOO", exact)
+    std, length = m("÷ std", scaled, " vs (G − 1)/G ∇J"), m("÷ length", scaled, " vs (G − 1)/G ∇J")
+    closed = [
+        m(name, means[name], " vs its mean") for name in ("÷ std", "÷ length", "GRPO (÷ std, ÷ length)")
+    ]
+    grpo = m("GRPO (÷ std, ÷ length)", exact)
+    tests = 3 + len(closed)
+    # R_i − mean_j R_j = (G − 1)/G (R_i − mean_{j≠i} R_j): Dr. GRPO is RLOO rescaled, sample by sample.
+    dr_grads = grads["Dr. GRPO"]
+    rescaled = float(((G - 1) / G * grads["RLOO"] - dr_grads).abs().max() / dr_grads.abs().max())
+    exact_error = {
+        "RLOO": float((means["RLOO"] - exact).norm() / exact.norm()),
+        "Dr. GRPO": float((means["Dr. GRPO"] - scaled).norm() / scaled.norm()),
+    }
+    angles = {name: angle(mean) for name, mean in means.items()}
+    scales = {name: float(mean @ exact / (exact @ exact)) for name, mean in means.items()}
+    checks = {
+        "RLOO unbiased (sampled; exact mean = ∇J)": unbiased(rloo, tests) and exact_error["RLOO"] < 1e-10,
+        "Dr. GRPO = (G − 1)/G × RLOO, estimate by estimate (exact mean (G − 1)/G·∇J)": rescaled < 1e-10
+        and exact_error["Dr. GRPO"] < 1e-10,
+        "÷ std and ÷ length biased against (G − 1)/G·∇J": biased(std, tests) and biased(length, tests),
+        "÷ std, ÷ length and GRPO's means = their closed forms": all(unbiased(c, tests) for c in closed),
+        "÷ std and ÷ length turn the direction (exact mean: angle to ∇J > 0.1°; RLOO, Dr. GRPO < 1e-4°)": (
+            angles["÷ std"] > 0.1
+            and angles["÷ length"] > 0.1
+            and max(angles["RLOO"], angles["Dr. GRPO"]) < 1e-4
+        ),
+    }
+    figure = (
+        "G = 8: exact mean = c·∇J turned by an angle: "
+        + "; ".join(f"{name} c = {scales[name]:.3f}, {angles[name]:.2f}°" for name in variants)
+        + f". Bias tests: RLOO vs ∇J {_p(rloo)} (99% upper bound {rloo.bias_high:.2f}); vs (G − 1)/G ∇J "
+        f"÷ std {_p(std)}, ÷ length {_p(length)}; GRPO vs ∇J {_p(grpo)}; vs the closed forms "
+        + ", ".join(_p(c) for c in closed)
+    )
+    text = (
+        "GRPO's division by the group std and by the episode length bias the gradient (Dr. GRPO's argument); "
+        "RLOO is unbiased and Dr. GRPO's mean-centred advantage gives exactly (G − 1)/G·∇J"
+    )
+    return _bounds(Claim(17, text, figure, checks, seed), [rloo, *closed], [std, length])
+
+
 CLAIMS: dict[int, Callable[[int], Claim]] = {
     1: claim_1_unbiased,
     2: claim_2_reward_to_go,
@@ -569,6 +834,10 @@ CLAIMS: dict[int, Callable[[int], Claim]] = {
     11: claim_11_windowed_exact_critic,
     12: claim_12_windowed_no_critic,
     13: claim_13_contact_windows,
+    14: claim_14_discount_weighting,
+    15: claim_15_natural_gradient,
+    16: claim_16_ppo_epochs,
+    17: claim_17_group_baselines,
 }
 
 

@@ -22,6 +22,14 @@ ending there. Without terminal states Σ_s d(s) = 1/(1 − γ).
 V_H = 0, Q_t = R + γ P V_{t+1}, V_t = Σ_a π_t Q_t; J = ρᵀ V_0; d_0 = ρ, d_{t+1} = d_t P_{π_t} (Pr(s_t = s),
 undiscounted); ∇J = Σ_t γᵗ Σ_s d_t(s) Σ_a ∇π_t(a|s) Q_t(s, a), summed over t for a stationary policy.
 
+**Fisher matrix** of the softmax policy under the normalised discounted state distribution
+d̄ = d / Σ_s d(s) (= (1 − γ) d without terminal states), the matrix NPG and TRPO precondition with:
+
+    F = E_{s~d̄, a~π}[∇ log π(a|s) ∇ log π(a|s)ᵀ] = blockdiag_s d̄(s) (diag π(·|s) − π(·|s) π(·|s)ᵀ)
+
+(∇_{θ[s]} log π(a|s) = e_a − π(·|s)). F is singular along the per-state constant shifts θ[s] + c, which do not
+change π; ∇J is orthogonal to them, and F⁺∇J = A/(1 − γ) up to such shifts (Kakade 2001).
+
 **LQR** x' = Ax + Bu, u = −Kx + ε, ε ~ N(0, W) (W = σ² I, or diag(σ²) for per-dimension σ),
 E[x_0 x_0ᵀ] = Σ₀, cost C(K) = E Σ_t γᵗ (xᵀQx + uᵀRu), A_K = A − BK:
 
@@ -77,6 +85,8 @@ __all__ = [
     "policy_table",
     "softmax_policy",
     "tabular_finite_horizon",
+    "tabular_finite_horizon_gradients",
+    "tabular_fisher",
     "tabular_gradient",
     "tabular_objective",
     "tabular_values",
@@ -280,6 +290,46 @@ def tabular_finite_horizon(mdp: TabularMDP, theta: Tensor, horizon: int) -> Fini
     per_step = discount[:, None, None] * d[..., None] * pi * (Q - V[:H, :, None])
     grad = per_step.sum(0) if theta.ndim == 2 else per_step
     return FiniteHorizonSolution(values.J, grad, values.V, values.Q, values.d)
+
+
+def tabular_finite_horizon_gradients(mdp: TabularMDP, thetas: Tensor, horizon: int) -> Tensor:
+    """The closed-form ∇θJ of `tabular_finite_horizon` for a batch of stationary softmax policies θ [M, S, A]
+    at once (the same backward induction with a leading batch dimension), [M, S, A]."""
+    thetas = torch.as_tensor(thetas)
+    if thetas.ndim != 3 or thetas.shape[1:] != (mdp.num_states, mdp.num_actions):
+        raise ConfigError(
+            f"tabular_finite_horizon_gradients: thetas must have shape [M, {mdp.num_states}, "
+            f"{mdp.num_actions}], got {tuple(thetas.shape)}"
+        )
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+        raise ConfigError(f"tabular_finite_horizon_gradients: horizon must be an int >= 1, got {horizon!r}")
+    H = int(horizon)
+    pi = softmax_policy(thetas.detach().to(mdp.P.dtype))
+    V = torch.zeros(pi.shape[:2], dtype=pi.dtype, device=pi.device)
+    qs, vs = [], []
+    for _ in range(H):
+        Q = mdp.R + mdp.gamma * torch.einsum("sat,mt->msa", mdp.P, V)
+        V = (pi * Q).sum(-1)
+        qs.append(Q)
+        vs.append(V)
+    live = mdp.live.to(pi.dtype) if mdp.terminal is not None else torch.ones_like(mdp.rho)
+    d = mdp.rho.expand(pi.shape[:2])
+    grad = torch.zeros_like(pi)
+    for t in range(H):
+        Q, V = qs[H - 1 - t], vs[H - 1 - t]
+        grad = grad + mdp.gamma**t * d[..., None] * pi * (Q - V[..., None])
+        d = torch.einsum("ms,msa,sat->mt", d * live, pi, mdp.P)
+    return grad
+
+
+def tabular_fisher(mdp: TabularMDP, theta: Tensor) -> Tensor:
+    """The exact Fisher matrix [S·A, S·A] of the softmax policy θ [S, A] under the normalised discounted state
+    distribution d̄ = d / Σ d (module docstring); rows and columns in θ's row-major order."""
+    probs = softmax_policy(_check_theta(mdp, theta, "tabular_fisher").detach())
+    d = policy_evaluation(mdp, probs).d
+    weights = d / d.sum()
+    blocks = weights[:, None, None] * (torch.diag_embed(probs) - probs[:, :, None] * probs[:, None, :])
+    return torch.block_diag(*blocks)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The claims hold on seed 0, their verdicts are counted over seeds, and every check of every claim can fail.
 
-The acceptance run over seeds 0–9 (`run_claims(seeds=range(10))`, ~2.5 min) is in docs/lab/claims.md; here
+The acceptance run over seeds 0–9 (`run_claims(seeds=range(10))`, ~3 min) is in docs/lab/claims.md; here
 each claim runs on one seed, and then once per check with a wrong input substituted (a biased estimator,
 extra noise, a critic with an error where the claim says exact, a finite-difference routine that evaluates
 more than it reports, ...): the named check, and so the claim's verdict, must turn false.
@@ -13,6 +13,7 @@ import torch
 
 import pgrad.lab.claims as claims
 import pgrad.lab.score_function as score_function
+import pgrad.lab.surrogates as surrogates
 from pgrad.envs.diff import ContactToy
 from pgrad.lab.claims import CLAIMS, Claim, ClaimVerdict, claims_table, run_claims
 from pgrad.lab.exact import lqr_solution
@@ -305,6 +306,149 @@ def _swap_stiffness(monkeypatch):
     monkeypatch.setattr(claims, "contact_window_env", lambda k: real({1e3: 3e4, 3e4: 1e3}.get(k, k)))
 
 
+def _discount_weighting(value):
+    """Every γᵗ option of the score-function estimators forced to `value` (both sides of claim 14 alike)."""
+
+    def setup(monkeypatch):
+        real = claims.estimator
+        monkeypatch.setattr(
+            claims, "estimator", lambda p, k, **o: real(p, k, **{**o, "discount_weighting": value})
+        )
+
+    return setup
+
+
+def _gamma_free_mean_with_gamma(monkeypatch):
+    """A closed form that keeps γᵗ (the exact gradient): the γᵗ-free estimates contradict it."""
+    monkeypatch.setattr(claims, "gamma_free_mean", lambda problem: problem.exact.reshape(-1))
+
+
+def _swap_gammas(monkeypatch):
+    real = claims.make_problem
+    swap = {0.5: 0.99, 0.99: 0.5}
+
+    def factory(kind, horizon, seed, gamma=1.0):
+        return real(kind, horizon=horizon, seed=seed, gamma=swap.get(gamma, gamma))
+
+    monkeypatch.setattr(claims, "make_problem", factory)
+
+
+def _damped_fisher_vector_product(monkeypatch):
+    real = claims.make_fisher_vector_product
+    monkeypatch.setattr(
+        claims, "make_fisher_vector_product", lambda kl, params, damping=0.0: real(kl, params, damping + 0.01)
+    )
+
+
+def _fisher_of_unnormalised_visits(monkeypatch):
+    """F under the visit counts d (Σ d = 1/(1 − γ)) instead of d̄: F⁺∇J is (1 − γ)·A/(1 − γ)."""
+    real = surrogates.tabular_fisher
+    monkeypatch.setattr(surrogates, "tabular_fisher", lambda mdp, theta: real(mdp, theta) / (1 - mdp.gamma))
+
+
+def _cg(change):
+    """conjugate_gradient run for change(k) iterations when asked for k."""
+
+    def setup(monkeypatch):
+        real = claims.conjugate_gradient
+
+        def cg(matvec, b, iterations=10, tolerance=1e-10):
+            return real(matvec, b, iterations=change(iterations), tolerance=tolerance)
+
+        monkeypatch.setattr(claims, "conjugate_gradient", cg)
+
+    return setup
+
+
+def _uniform_states(monkeypatch):
+    """Fisher-vector products from states drawn uniformly instead of from d̄: biased."""
+    real = claims.sampled_fvp_estimator
+
+    def factory(problem, vector, kind, fvp_factory):
+        uniform = torch.full_like(problem.weights, 1.0 / problem.weights.numel())
+        return real(problem, vector, kind, fvp_factory, states=uniform)
+
+    monkeypatch.setattr(claims, "sampled_fvp_estimator", factory)
+
+
+def _noisy_fvp(monkeypatch):
+    """Extra noise of a fixed size, whatever N: the error stops falling like 1/√N."""
+    real = claims.sampled_fvp_estimator
+
+    def factory(problem, vector, kind, fvp_factory):
+        scale = 0.3 * float((problem.fisher @ vector).norm()) / vector.numel() ** 0.5
+        return noisy(real(problem, vector, kind, fvp_factory), scale)
+
+    monkeypatch.setattr(claims, "sampled_fvp_estimator", factory)
+
+
+def _wrong_advantages(monkeypatch):
+    """PPO's advantages from a Q with an error: its first-epoch gradient is biased."""
+    real = claims.make_problem
+
+    def factory(kind, horizon, seed, **kw):
+        problem = real(kind, horizon=horizon, seed=seed, **kw)
+        error = torch.randn(problem.Q.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        problem.Q = problem.Q + 0.3 * error
+        return problem
+
+    monkeypatch.setattr(claims, "make_problem", factory)
+
+
+def _ppo(change):
+    def setup(monkeypatch):
+        real = claims.ppo_epochs
+        monkeypatch.setattr(claims, "ppo_epochs", lambda *args: change(real, *args))
+
+    return setup
+
+
+def _ppo_without_steps(real, problem, clip, epochs, episodes, estimates, step, seed, surrogate):
+    return real(problem, clip, epochs, episodes, estimates, 0.0, seed, surrogate)
+
+
+def _ppo_epochs_reversed(real, *args):
+    run = real(*args)
+    return surrogates.PPOEpochs(run.estimates[::-1], run.exact[::-1], run.clip_fraction[::-1])
+
+
+def _surrogate_without_the_clip(monkeypatch):
+    real = claims.clipped_surrogate
+    monkeypatch.setattr(
+        claims, "clipped_surrogate", lambda lp, old, adv, clip_coef, **kw: real(lp, old, adv, 1e9)
+    )
+
+
+def _rloo_with_its_own_reward(monkeypatch):
+    """RLOO's baseline with the sample's own reward in it: the plain group mean."""
+    real = claims.group_relative_advantages
+    monkeypatch.setattr(claims, "leave_one_out_advantages", lambda rewards: real(rewards, scale=False))
+
+
+def _mean_centred_is_leave_one_out(monkeypatch):
+    """A 'Dr. GRPO' whose baseline leaves the sample out (RLOO itself): no (G − 1)/G."""
+    real = claims.group_relative_advantages
+
+    def advantages(rewards, eps=1e-8, scale=True):
+        return real(rewards, eps, scale) if scale else claims.leave_one_out_advantages(rewards)
+
+    monkeypatch.setattr(claims, "group_relative_advantages", advantages)
+
+
+def _grpo_without_std(monkeypatch):
+    real = claims.group_relative_advantages
+    monkeypatch.setattr(
+        claims, "group_relative_advantages", lambda rewards, eps=1e-8, scale=True: real(rewards, eps, False)
+    )
+
+
+def _closed_form_without_lengths(monkeypatch):
+    real = claims.group_estimator_mean
+    monkeypatch.setattr(
+        claims, "group_estimator_mean", lambda problem, fn, size, normalized=False: real(problem, fn, size)
+    )
+
+
 MUTATIONS = [
     (1, "unbiased at B = 10, 100, 1000", _biased_tabular("total", 0.1)),
     (1, "‖ḡ − ∇J‖ ∝ B^s, −0.8 < s < −0.2", _noisy_tabular("total", 3.0)),
@@ -352,6 +496,37 @@ MUTATIONS = [
     ),
     (13, "stiff wall: variance grows > 100× from h = 1 to h = 64", _flat_contact_variance),
     (13, "stiff wall's growth > 10× the soft wall's", _swap_stiffness),
+    (14, "with γᵗ: unbiased at γ = 0.5, 0.9, 0.99", _discount_weighting(False)),
+    (14, "without γᵗ: biased at γ = 0.5, 0.9, 0.99", _discount_weighting(True)),
+    (
+        14,
+        "without γᵗ: mean = Σ_t d_t π (Q_t − V_t), no γᵗ, at γ = 0.5, 0.9, 0.99",
+        _gamma_free_mean_with_gamma,
+    ),
+    (14, "bias grows as γ falls (γ = 0.99 < 0.9 < 0.5)", _swap_gammas),
+    (15, "double-backprop FVP = F v (rel. error < 1e-10)", _damped_fisher_vector_product),
+    (15, "F⁺∇J = A/(1 − γ) up to per-state shifts (rel. error < 1e-8)", _fisher_of_unnormalised_visits),
+    (15, "CG's error never grows (k = 1 … 30; F-norm and Euclidean)", _cg(lambda k: 31 - k)),
+    (15, "CG's rel. error < 1e-3 within 25 iterations", _cg(lambda k: min(k, 1))),
+    (15, "sampled FVP unbiased at N = 100, 1000, 10000", _uniform_states),
+    (15, "sampled FVP error ∝ N^s, −0.6 < s < −0.4", _noisy_fvp),
+    (16, "epoch 1 (ratio 1): unbiased for ∇J(θ_old)", _wrong_advantages),
+    (16, "epoch 10: biased against ∇J(θ₁₀) at ε = 0.1, 0.2, 0.3", _ppo(_ppo_without_steps)),
+    (16, "bias grows over the epochs (epoch 1 < 5 < 10) at ε = 0.1, 0.2, 0.3", _ppo(_ppo_epochs_reversed)),
+    (16, "smaller ε drifts more (epoch 10: ε = 0.1 > 0.2 > 0.3 > no clip)", _surrogate_without_the_clip),
+    (17, "RLOO unbiased (sampled; exact mean = ∇J)", _rloo_with_its_own_reward),
+    (
+        17,
+        "Dr. GRPO = (G − 1)/G × RLOO, estimate by estimate (exact mean (G − 1)/G·∇J)",
+        _mean_centred_is_leave_one_out,
+    ),
+    (17, "÷ std and ÷ length biased against (G − 1)/G·∇J", _grpo_without_std),
+    (17, "÷ std, ÷ length and GRPO's means = their closed forms", _closed_form_without_lengths),
+    (
+        17,
+        "÷ std and ÷ length turn the direction (exact mean: angle to ∇J > 0.1°; RLOO, Dr. GRPO < 1e-4°)",
+        _grpo_without_std,
+    ),
 ]
 
 

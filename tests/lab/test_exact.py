@@ -274,6 +274,56 @@ def test_finite_horizon_gradient_equals_autograd_and_finite_differences(time_dep
     assert rel_err(fd_gradient(J, theta), solution.grad) < FD_TOL
 
 
+@pytest.mark.parametrize("gamma", [1.0, 0.8])
+def test_batched_finite_horizon_gradients_equal_one_policy_at_a_time(gamma):
+    for mdp in (random_mdp(5, 3, gamma=gamma, seed=1), frozen_lake("4x4", is_slippery=True, gamma=gamma)):
+        thetas = torch.stack([random_theta(mdp, seed) for seed in range(4)])
+        batched = exact.tabular_finite_horizon_gradients(mdp, thetas, 7)
+        for theta, grad in zip(thetas, batched, strict=True):
+            assert rel_err(grad, exact.tabular_finite_horizon(mdp, theta, 7).grad) < 1e-12
+    with pytest.raises(ConfigError, match="thetas must have shape"):
+        exact.tabular_finite_horizon_gradients(mdp, thetas[0], 7)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9])
+def test_fisher_is_the_hessian_of_the_mean_kl_and_preconditions_to_the_advantage(gamma):
+    mdp = random_mdp(5, 3, gamma=gamma, seed=2)
+    theta = random_theta(mdp, 3)
+    F = exact.tabular_fisher(mdp, theta)
+    values = exact.tabular_values(mdp, theta)
+    weights = values.d / values.d.sum()
+    assert weights.sum().item() == pytest.approx(1.0) and values.d.sum().item() == pytest.approx(
+        1 / (1 - gamma)
+    )
+    old = torch.log_softmax(theta, -1)
+
+    def mean_kl(t):
+        new = torch.log_softmax(t.reshape(theta.shape), -1)
+        return (weights * (old.exp() * (old - new)).sum(-1)).sum()
+
+    hessian = torch.autograd.functional.hessian(mean_kl, theta.reshape(-1).clone())
+    assert rel_err(F, hessian) < 1e-12
+    # E[ψψᵀ] by enumeration of (s, a): ψ = ∂ log π(a|s)/∂θ
+    pi = exact.softmax_policy(theta)
+    outer = torch.zeros_like(F)
+    for s in range(mdp.num_states):
+        for a in range(mdp.num_actions):
+            psi = torch.zeros(theta.shape, dtype=F64)
+            psi[s] = -pi[s]
+            psi[s, a] += 1.0
+            outer += weights[s] * pi[s, a] * torch.outer(psi.reshape(-1), psi.reshape(-1))
+    assert rel_err(F, outer) < 1e-12
+    # Kakade (2001): F⁺∇J = A / (1 − γ), up to per-state constants (the null space of F)
+    natural = torch.linalg.pinv(F, hermitian=True) @ exact.tabular_gradient(mdp, theta).reshape(-1)
+    advantage = (values.Q - values.V[:, None]) / (1 - gamma)
+
+    def centred(x):
+        x = x.reshape(theta.shape)
+        return x - x.mean(-1, keepdim=True)
+
+    assert rel_err(centred(natural), centred(advantage)) < 1e-10
+
+
 def test_finite_horizon_tends_to_the_infinite_horizon_value():
     for mdp in (random_mdp(6, 3, gamma=0.9, seed=4), frozen_lake(gamma=0.95)):
         theta = random_theta(mdp, 3)
