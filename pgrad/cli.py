@@ -1,6 +1,7 @@
 """Command line: `pgrad train|eval|resume|list`. Flags come from the dataclass configs through tyro.
 
     pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
+                [--env-kwargs JSON] [--env-arg KEY=VALUE ...]     (the env constructor's keyword arguments)
     pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
@@ -25,7 +26,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import tyro
 
@@ -36,6 +37,7 @@ C = TypeVar("C")
 USAGE = """usage: pgrad {train,eval,resume,list} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
+              [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
   pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
   pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
@@ -161,19 +163,61 @@ def cmd_train(argv: Sequence[str]) -> int:
             return 0
         raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
     cls = get_algorithm(argv[0])
+    env_kwargs, rest = _env_kwargs(argv[1:])
     # The preset depends on --env, so it is looked up before parsing and becomes the flags' defaults.
-    env = _flag_value(argv[1:], "--env") or RunConfig().env
+    env = _flag_value(rest, "--env") or RunConfig().env
     options = preset(cls.name, env) if "--no-preset" not in argv else {}
     args = _parse(
         TrainArgs[cls.Config],
-        argv[1:],
+        rest,
         f"pgrad train {cls.name}",
         default=TrainArgs(RunConfig(), dataclasses.replace(cls.Config(), **options)),
     )
     applied = {k: v for k, v in options.items() if getattr(args.algo, k) == v}  # not overridden by a flag
-    summary = Trainer(cls, args.algo, args.run, preset=applied).run()
+    summary = Trainer(cls, args.algo, args.run, env_kwargs=env_kwargs, preset=applied).run()
     print(json.dumps(_summary_line(summary)))
     return 0
+
+
+def _env_kwargs(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The env constructor's keyword arguments from `--env-kwargs JSON` and repeated `--env-arg KEY=VALUE`
+    (VALUE read as JSON when it parses, else as a string; an `--env-arg` overrides the same key of
+    `--env-kwargs`), and the other arguments."""
+    kwargs: dict[str, Any] = {}
+    args: dict[str, Any] = {}
+    rest: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        flag, eq, value = arg.partition("=")
+        if flag not in ("--env-kwargs", "--env-arg"):
+            rest.append(arg)
+            continue
+        if not eq:
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{flag} needs a value (e.g. {flag} " + _ENV_EXAMPLES[flag] + ")")
+        if flag == "--env-kwargs":
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"--env-kwargs: not a JSON object: {value!r} ({exc})") from None
+            if not isinstance(parsed, dict):
+                raise ConfigError(
+                    f"--env-kwargs must be a JSON object like {_ENV_EXAMPLES[flag]}, got {value!r}"
+                )
+            kwargs.update(parsed)
+        else:
+            key, eq, raw = value.partition("=")
+            if not eq or not key.isidentifier():
+                raise ConfigError(f"--env-arg must be KEY=VALUE with KEY a Python name, got {value!r}")
+            try:
+                args[key] = json.loads(raw)
+            except ValueError:
+                args[key] = raw  # a bare word: a string
+    return {**kwargs, **args}, rest
+
+
+_ENV_EXAMPLES = {"--env-kwargs": """'{"max_episode_steps": 200}'""", "--env-arg": "max_episode_steps=200"}
 
 
 def _flag_value(argv: Sequence[str], flag: str) -> str | None:
@@ -268,8 +312,9 @@ class ClaimsArgs:
 
 @dataclasses.dataclass
 class AlgorithmsArgs:
-    """Run each score-function algorithm's own first update on a tabular MDP and compare the direction it
-    moves the policy in with the exact (natural) gradient."""
+    """Run every algorithm's own first update (a tabular MDP for the score-function family and discrete SAC,
+    an LQR for the others) and compare the direction it moves the policy in with the exact gradient of the
+    objective it estimates."""
 
     out: str = "lab"
     """Folder for algorithms.md."""
@@ -278,7 +323,7 @@ class AlgorithmsArgs:
     updates: int = 5
     """k: the cosines of the first k updates of one run, the exact gradient recomputed at each θ."""
     problem_seed: int = 0
-    """Seed of the random episodic MDP and of the starting policy θ₀."""
+    """Seed of the random episodic MDP, of the starting policy θ₀ and of the LQR system."""
     only: tuple[str, ...] = ()
     """Only these algorithms (registry names, e.g. ppo npg); all when empty."""
     threads: int = 1
@@ -330,7 +375,7 @@ def cmd_lab(argv: Sequence[str]) -> int:
         for name, fn in STUDIES.items():
             print(f"  {name:12s} {(fn.__doc__ or '').strip()}")
         print("  claims       every claim of the references, measured, with a verdict")
-        print("  algorithms   each score-function algorithm's own update against the exact gradient")
+        print("  algorithms   every algorithm's own update against the exact gradient")
         return 0
     name, rest = argv[0], argv[1:]
     if name == "algorithms":

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,11 @@ def pgrad(*args, cwd=None):
         (["eval", "does/not/exist"], "no checkpoint has been written"),
         (["resume", "does/not/exist"], "run.json: file not found"),
         (["list", "extra"], "takes no arguments"),
+        (["train", "reinforce", "--env-kwargs", "{bad"], "--env-kwargs: not a JSON object"),
+        (["train", "reinforce", "--env-kwargs=[1]"], "--env-kwargs must be a JSON object"),
+        (["train", "reinforce", "--env-arg", "no_value"], "--env-arg must be KEY=VALUE"),
+        (["train", "reinforce", "--env-arg"], "--env-arg needs a value"),
+        (["train", "reinforce", "--env-arg", "nope=1", "--total-steps", "10"], "bad env keyword arguments"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, monkeypatch, capsys, args, expected):
@@ -91,3 +97,39 @@ def test_help_lists_run_and_algorithm_flags():
     assert out.returncode == 0
     for flag in ("--total-steps", "--run-dir", "--baseline", "--episodes-per-update", "--policy"):
         assert flag in out.stdout
+
+
+def test_env_constructor_arguments_reach_the_env_and_run_json(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "reinforce", "--env", "CartPole-v1", "--total-steps", "300", "--eval-episodes", "2"]
+    extra = [
+        "--env-kwargs",
+        '{"max_episode_steps": 50, "render_mode": null}',
+        "--env-arg=max_episode_steps=9",
+    ]
+    assert main([*argv, *extra, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    saved = json.loads((run_dir / "run.json").read_text())
+    assert saved["env_kwargs"] == {"max_episode_steps": 9, "render_mode": None}  # --env-arg wins
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lengths = [r["charts/episode_length"] for r in records if r.get("charts/episode_length") is not None]
+    assert lengths and max(lengths) <= 9
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["global_step"] >= 300
+
+
+def test_the_pgrad_command_finds_an_env_module_in_the_working_directory(tmp_path):
+    # `python -m pgrad` puts the working directory on the import path, the installed `pgrad` script does not.
+    script = Path(sys.executable).with_name("pgrad")
+    if not script.exists():
+        pytest.skip("no installed pgrad script next to this interpreter")
+    (tmp_path / "cwd_env_module.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('CwdCartPole-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv',"
+        " max_episode_steps=20)\n"
+    )
+    out = subprocess.run(
+        [str(script), "train", "reinforce", "--env", "cwd_env_module:CwdCartPole-v0", "--total-steps", "100",
+         "--eval-episodes", "1", "--run-dir", "run", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["global_step"] >= 100

@@ -22,7 +22,9 @@ raised is the `EnvError`'s `__cause__`, and only the first line of its message i
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,13 +57,26 @@ def _is_seed(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
 
 
+def _import_env_module(module: str) -> None:
+    """Import the module of a `module:EnvName-vN` id; one in the working directory is found as `python -m`
+    finds it (the `pgrad` command's own path is its install folder), after everything installed."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != module.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)  # last: a file here never shadows an installed package
+        importlib.import_module(module)
+
+
 def _make_one(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
     if isinstance(env, str):
         if ":" in env:
             # Gymnasium's `module:EnvName-vN` form imports the module (which registers the env) first.
             module = env.split(":", 1)[0]
             try:
-                importlib.import_module(module)
+                _import_env_module(module)
             except ImportError as exc:
                 raise EnvError(f"env '{env}': cannot import module '{module}' ({exc})") from None
         try:
