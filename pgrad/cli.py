@@ -2,7 +2,7 @@
 
     pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
                 [--env-kwargs JSON] [--env-arg KEY=VALUE ...]     (the env constructor's keyword arguments)
-    pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
+    pgrad eval DIR --episodes K [--no-deterministic] [--checkpoint latest|best|N]
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
     pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims | algorithms
@@ -38,7 +38,7 @@ USAGE = """usage: pgrad {train,eval,resume,list} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
-  pgrad eval DIR --episodes K [--deterministic] [--checkpoint latest|best|N]
+  pgrad eval DIR --episodes K [--no-deterministic] [--checkpoint latest|best|N]
   pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
   pgrad lab list | STUDY | claims | algorithms   the gradient lab: estimators, algorithms vs the exact ∇J
@@ -60,8 +60,8 @@ class EvalArgs:
 
     episodes: int = 10
     """Number of episodes."""
-    deterministic: bool = False
-    """Act with the distribution's mode instead of sampling."""
+    deterministic: bool = True
+    """Act with the distribution's mode, as training's evaluations do (--no-deterministic: sample)."""
     seed: int = 0
     """Seed of the evaluation envs."""
     env: str | None = None
@@ -232,14 +232,18 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 
 def _summary_line(summary: dict) -> dict:
+    """The run's last line: each return labelled with where it comes from."""
     ev = summary.get("eval") or {}
+    train = summary.get("train_return")
     return {
         "run_dir": summary["run_dir"],
         "global_step": summary["global_step"],
         "wall_time": round(summary["wall_time"], 2),
-        "mean_return": ev.get("mean_return"),
-        "std_return": ev.get("std_return"),
-        "episodes": ev.get("episodes"),
+        "train_return": None if train is None else round(train, 2),  # last 100 training episodes
+        "eval_mean_return": ev.get("mean_return"),
+        "eval_std_return": ev.get("std_return"),
+        "eval_episodes": ev.get("episodes"),
+        "eval_deterministic": summary.get("eval_deterministic"),
     }
 
 
@@ -265,7 +269,8 @@ def cmd_eval(argv: Sequence[str]) -> int:
         checkpoint=args.checkpoint,
         threads=args.threads,
     )
-    print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "episodes")}))
+    summary = {k: result[k] for k in ("mean_return", "std_return", "episodes")}
+    print(json.dumps({**summary, "deterministic": args.deterministic}))
     return 0
 
 

@@ -80,11 +80,16 @@ def test_train_eval_resume_round_trip(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["global_step"] >= 600 and summary["episodes"] == 2
-    out = pgrad("eval", run_dir, "--episodes", "3", "--deterministic")
+    assert summary["global_step"] >= 600 and summary["eval_episodes"] == 2 and summary["eval_deterministic"]
+    assert summary["train_return"] > 0  # labelled apart from the evaluation's return
+    out = pgrad("eval", run_dir, "--episodes", "3")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip())
-    assert set(result) == {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    assert set(result) == {"mean_return", "std_return", "episodes", "deterministic"}
+    assert result["episodes"] == 3
+    assert result["deterministic"] is True  # the default, as in training's evaluations
+    sampled = json.loads(pgrad("eval", run_dir, "--episodes", "3", "--no-deterministic").stdout.strip())
+    assert sampled["deterministic"] is False
     out = pgrad("resume", run_dir, "--total-steps", "1200", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["global_step"] >= 1200

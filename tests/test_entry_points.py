@@ -128,7 +128,7 @@ def test_the_console_script_exits_fast_with_everything_written(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["global_step"] >= 600 and summary["episodes"] == 2
+    assert summary["global_step"] >= 600 and summary["eval_episodes"] == 2
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["global_step"] == summary["global_step"] and "eval/mean_return" in records[-1]
     (events,) = (run_dir / "tb").iterdir()

@@ -8,13 +8,18 @@ from pathlib import Path
 from pgrad.run.logger import read_metrics
 
 
-def _title(run_dir: str | Path) -> str:
-    run_file = Path(run_dir) / "run.json"
+def _run_info(run_dir: str | Path) -> tuple[str, str]:
+    """The plot's title and its evaluation label, from run.json (the folder's name and a plain label
+    without it)."""
     try:
-        run = json.loads(run_file.read_text())
-        return f"{run['algorithm']} on {run['env']} (seed {run['run']['seed']})"
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+        title = f"{run['algorithm']} on {run['env']} (seed {run['run']['seed']})"
     except (OSError, ValueError, KeyError, TypeError):
-        return Path(run_dir).name
+        return Path(run_dir).name, "evaluation"
+    deterministic = run["run"].get("eval_deterministic", True)
+    episodes = run["run"].get("eval_episodes")
+    how = "deterministic" if deterministic else "sampled actions"
+    return title, f"evaluation ({how}, {episodes} episodes)" if episodes else f"evaluation ({how})"
 
 
 def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
@@ -36,15 +41,16 @@ def plot_learning_curve(run_dir: str | Path, path: str | Path | None = None) -> 
         for r in records
         if "eval/mean_return" in r
     ]
+    title, eval_label = _run_info(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot(*zip(*train, strict=True), label="train (mean episode return)", alpha=0.7)
+        ax.plot(*zip(*train, strict=True), label="training episodes (mean per iteration)", alpha=0.7)
     if evals:
         steps, means, stds = zip(*evals, strict=True)
-        ax.errorbar(steps, means, yerr=stds, fmt="o-", capsize=3, label="eval (deterministic)")
+        ax.errorbar(steps, means, yerr=stds, fmt="o-", capsize=3, label=eval_label)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
-    ax.set_title(_title(run_dir))
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     if train or evals:
         ax.legend()

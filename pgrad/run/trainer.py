@@ -61,7 +61,7 @@ def _progress(enabled: bool, total: int, label: str):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} steps"),
-        TextColumn("return {task.fields[ret]}"),
+        TextColumn("train return {task.fields[ret]}"),  # mean of the last 100 training episodes
         TextColumn("{task.fields[sps]} steps/s"),
         TimeElapsedColumn(),
         disable=not enabled,
@@ -405,6 +405,9 @@ class Trainer:
             "iterations": self.iteration,
             "wall_time": self.wall_time,
             "target_reached": reached,
+            # the two returns a user sees, labelled: training episodes (exploring) and the evaluation
+            "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else None,
             "eval": last_eval,
+            "eval_deterministic": run.eval_deterministic,
             "best_return": self.best_return if math.isfinite(self.best_return) else None,
         }

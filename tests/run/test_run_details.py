@@ -142,8 +142,22 @@ def test_the_learning_curve_has_the_runs_title_and_both_series(small_run, tmp_pa
     ax = fig.axes[0]
     assert ax.get_title() == "reinforce on CartPole-v1 (seed 3)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["train (mean episode return)", "eval (deterministic)"]
+    assert labels == ["training episodes (mean per iteration)", "evaluation (deterministic, 2 episodes)"]
     assert tuple(fig.get_size_inches()) == (7.0, 4.0) and (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_the_legend_says_when_evaluations_sampled_their_actions(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    import pgrad
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    quiet = {"progress": False, "tensorboard": False}
+    pgrad.train("reinforce", "CartPole-v1", total_steps=200, run_dir=str(tmp_path / "r"), eval_episodes=3,
+                eval_deterministic=False, num_envs=2, episodes_per_update=2, **quiet)  # fmt: skip
+    labels = [t.get_text() for t in closed[-1].axes[0].get_legend().get_texts()]
+    assert labels[-1] == "evaluation (sampled actions, 3 episodes)"
 
 
 def test_a_checkpoints_or_best_folder_given_directly_resolves_to_its_run_and_latest(small_run):
