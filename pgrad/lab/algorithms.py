@@ -1,10 +1,13 @@
 r"""Do the shipped algorithms' own updates point where the exact gradient points?
 
 The other lab studies hold estimator FUNCTIONS to the exact ∇θJ. What a user runs is an algorithm's whole
-update: its sampling, advantage pipeline, normalisations, clipping, minibatching, preconditioning. This
-module runs each score-function algorithm's REAL `iteration` (built as the Trainer builds it, from its
-registry class and Config) on a tabular problem whose exact gradient is known, captures the direction the
-update moves the policy in, and compares.
+update: its sampling, advantage pipeline, normalisations, clipping, minibatching, preconditioning, its
+critic and its replay. This module runs every algorithm of `pgrad list` through its REAL `iteration` (built
+as the Trainer builds it, from its registry class and Config) on a problem whose exact gradient is known,
+captures the direction the update moves the policy in, and compares. The score-function family (below) and
+discrete SAC run on a tabular MDP with a softmax policy; DDPG, TD3, SAC, CrossQ, APG, SHAC, AHAC and SAPO
+on an LQR with a linear(-Gaussian) policy, against exact objectives, exact critics and exact replay
+weightings described in `pgrad.lab.algorithms_pathwise`.
 
 **Problem.** A seeded random MDP (`pgrad.envs.tabular.random_mdp`: S = 5 states, A = 3 actions, rewards
 U(0, 1)) made episodic (`episodic_mdp`): from every (s, a) the episode ends with probability
@@ -26,8 +29,9 @@ sees, by autograd through `policy_table` and `policy_objective` in float64.
 
 **What is compared** (the ``direction`` of a case):
 
-- ``step``: the gradient the algorithm hands its policy optimiser: ``−.grad`` of the policy parameters at
-  its first optimiser step (after the algorithm's own clipping), read by a global optimiser step pre-hook.
+- ``step``: the gradient the algorithm hands its policy (actor) optimiser: ``−.grad`` of the policy
+  parameters at its first optimiser step (after the algorithm's own clipping; TD3 and CrossQ: the first
+  step of their delayed actor), read by a global optimiser step pre-hook.
   An adaptive optimiser's step is not a gradient direction (Adam's first step is ≈ lr·sign(g)), so the
   gradient is compared. For PPO, GRPO and RLOO the first minibatch step is at θ_old, where the ratio is 1
   and the clipped surrogate's gradient is the policy gradient (GRPO's k3 KL to π_ref = π_θ has gradient 0).
@@ -61,6 +65,10 @@ critic initialisation), with g the exact direction, and reports
 - the noise tr Cov ĝ / ‖ḡ‖² (the inverse signal-to-noise ratio of one update);
 - the cosines of the first k updates of one run, the exact (natural) gradient recomputed at the θ each update
   starts from (the critic is being fitted by then: these show whether that fixes a first-update bias).
+
+Exact critics of the LQR rows are recomputed for the policy at the start of every update
+(`refresh_exact_critics`); a second reference (``also``: ∇J_∞ for the windowed methods, the replay-weighted
+actor-loss gradient for the off-policy ones) is reported in a note with its own k-update cosines.
 """
 
 from __future__ import annotations
@@ -82,6 +90,23 @@ from pgrad.algorithms import get_algorithm
 from pgrad.envs.tabular import TabularMDP, random_mdp, tabular_vec_env
 from pgrad.errors import ConfigError
 from pgrad.estimators import flat_grad, flat_jacobian, flat_params, set_flat_params
+from pgrad.lab.algorithms_pathwise import (
+    LQR_BOUND,
+    LQR_SIGMA,
+    LinearPolicy,
+    LQRTask,
+    install_exact_critic,
+    linear_policy,
+    lqr_policy_gradient,
+    lqr_task,
+    policy_twin,
+    refresh_exact_critics,
+    replay_moment,
+    set_linear_policy,
+    set_q_table,
+    soft_objective,
+    soft_values,
+)
 from pgrad.lab.exact import policy_evaluation, policy_objective, policy_table
 from pgrad.lab.measure import draw_estimates, gradient_statistics
 from pgrad.lab.report import format_table
@@ -91,6 +116,7 @@ from pgrad.run.seeding import seed_everything
 
 __all__ = [
     "CASES",
+    "PATHWISE_CASES",
     "AlgorithmCase",
     "CaseResult",
     "DirectionStats",
@@ -101,8 +127,10 @@ __all__ = [
     "cosine",
     "direction_stats",
     "episodic_mdp",
+    "exact_direction",
     "exact_natural_gradient",
     "exact_policy_gradient",
+    "exact_soft_gradient",
     "first_direction",
     "lab_problem",
     "record_steps",
@@ -150,26 +178,29 @@ def episodic_mdp(
 
 @dataclass
 class LabProblem:
-    """The MDP, the common starting logits θ₀ [S+1, A] and IS-PG's behaviour logits θ_b [S+1, A]."""
+    """The MDP, the common starting logits θ₀ [S+1, A], IS-PG's behaviour logits θ_b [S+1, A] and the LQR task
+    of the continuous algorithms (`pgrad.lab.algorithms_pathwise.lqr_task`)."""
 
     mdp: TabularMDP
     theta: Tensor
     behaviour_theta: Tensor
     seed: int = 0
+    lqr: LQRTask | None = None
 
 
 def lab_problem(
     seed: int = 0, num_states: int = 5, num_actions: int = 3, theta_scale: float = 0.8, shift: float = 0.6
 ) -> LabProblem:
     """The problem of the module docstring: `episodic_mdp(seed)`, θ₀ ~ N(0, theta_scale²) and
-    θ_b = θ₀ + N(0, shift²) (seeded; the terminal state's rows are 0: it is never acted in)."""
+    θ_b = θ₀ + N(0, shift²) (seeded; the terminal state's rows are 0: it is never acted in), and
+    `lqr_task(seed)` for the continuous algorithms."""
     mdp = episodic_mdp(num_states, num_actions, seed)
     gen = torch.Generator().manual_seed(seed + 1000)
     shape = (num_states + 1, num_actions)
     theta = theta_scale * torch.randn(shape, generator=gen, dtype=torch.float64)
     behaviour = theta + shift * torch.randn(shape, generator=gen, dtype=torch.float64)
     theta[-1] = behaviour[-1] = 0.0
-    return LabProblem(mdp, theta, behaviour, seed)
+    return LabProblem(mdp, theta, behaviour, seed, lqr_task(seed))
 
 
 def _linear_head(policy: Policy) -> nn.Linear:
@@ -267,6 +298,13 @@ def weighted_policy_gradient(mdp: TabularMDP, policy: Policy, weights: Tensor) -
     return flat_grad((probs.log() * advantage).sum(), twin_params)
 
 
+def exact_soft_gradient(mdp: TabularMDP, policy: Policy, alpha: float) -> Tensor:
+    """∇_φ J_α of the entropy-regularised objective (`pgrad.lab.algorithms_pathwise.soft_objective`) of a
+    pgrad `Policy` on one-hot states, flat, float64 (discrete SAC's objective)."""
+    twin, twin_params = _double_twin(policy)
+    return flat_grad(soft_objective(mdp, policy_table(twin), alpha), twin_params)
+
+
 # -- cases and runs ------------------------------------------------------------------------------------------
 
 
@@ -274,8 +312,13 @@ def weighted_policy_gradient(mdp: TabularMDP, policy: Policy, weights: Tensor) -
 class AlgorithmCase:
     """One row: an algorithm, the lab's Config overrides, what is captured and the critic it starts with.
 
-    ``first_rollout`` also compares the direction with `weighted_policy_gradient` under the state weights of
-    a first rollout of ``num_steps`` steps after a synchronised reset (A2C's short rollouts)."""
+    ``task``: the tabular MDP ("mdp") or the LQR ("lqr"); ``objective``: the exact objective an LQR case's
+    direction is held against (`pgrad.lab.algorithms_pathwise.lqr_policy_gradient`; tabular cases use ∇J,
+    soft when the algorithm has a temperature). ``first_rollout`` also compares the direction with
+    `weighted_policy_gradient` under the state weights of a first rollout of ``num_steps`` steps after a
+    synchronised reset (A2C's short rollouts); ``also`` names a second LQR objective the first-update
+    directions are compared with in a note ("J_inf": the full discounted objective; "replay": the actor
+    loss's expectation over the first replay's states)."""
 
     label: str
     algorithm: str
@@ -285,6 +328,9 @@ class AlgorithmCase:
     off_policy: bool = False
     compared: str = ""
     first_rollout: bool = False
+    task: Literal["mdp", "lqr"] = "mdp"
+    objective: Literal["J", "J_h", "J_win", "J_inf"] = "J"
+    also: Literal["", "J_inf", "replay"] = ""
 
     @property
     def natural(self) -> bool:
@@ -301,6 +347,83 @@ _NATURAL = {**_STEPS, "cg_damping": 0.01}
 _EPISODES = {"num_envs": 64, "episodes_per_update": 4096}
 _GROUPS = {"num_groups": 512, "group_size": 8}
 _SHORT = {"num_envs": 3200, "num_steps": 5}  # A2C's own 5-step rollouts, 16 000 steps
+
+# Learned-critic and differentiable-simulator cases (`pgrad.lab.algorithms_pathwise`): linear(-Gaussian)
+# policies on the LQR with γ 0.99 (the task's), discrete SAC on the tabular MDP. "exact" critics are refreshed
+# to the current policy's value at every update (`ExactCritic`), except discrete SAC's (its table, set once).
+_LQR = {"hidden_sizes": (), "gamma": 0.99}
+_WINDOW = {**_LQR, "num_envs": 1024, "horizon": 2}  # one 2-step episode per window: the critic carries most
+_AHAC = {**_WINDOW, "horizon_min": 2, "horizon_max": 2}  # H pinned: no contacts on the LQR, H would just grow
+_SAPO = {**_WINDOW, "alpha_lr": 0.0}  # α fixed at 0.1: one objective
+# 64 envs × 32 vector steps from a synchronised reset, then one actor step on a batch of 2048 (TD3 and CrossQ
+# update their actor every 2nd / 3rd critic step: as many gradient steps per iteration)
+_REPLAY = {
+    **_LQR,
+    "num_envs": 64,
+    "train_freq": 32,
+    "batch_size": 2048,
+    "learning_starts": 0,
+    "buffer_size": 16384,
+}
+_DDPG = {**_REPLAY, "noise_std": LQR_SIGMA / LQR_BOUND}  # exploration σ = 0.5 in action units
+_TD3 = {**_DDPG, "gradient_steps": 2}
+_SAC = {**_REPLAY, "alpha": 0.2}  # α fixed: one objective
+_CROSSQ = {**_SAC, "gradient_steps": 3}
+_DISCRETE = {
+    "num_envs": 64,
+    "train_freq": 256,
+    "batch_size": 15360,
+    "learning_starts": 0,
+    "buffer_size": 98304,
+}
+
+
+def _pair(label: str, options: dict[str, Any], compared: str, **fields: Any) -> tuple[AlgorithmCase, ...]:
+    """A fresh-critic row and its exact-critic twin."""
+    fresh = AlgorithmCase(label, label, options, compared=f"{compared}, fresh critic", **fields)
+    exact = AlgorithmCase(
+        f"{label} (exact critic)",
+        label,
+        options,
+        critic="exact",
+        compared=f"{compared}, exact critic",
+        **fields,
+    )
+    return fresh, exact
+
+
+PATHWISE_CASES: tuple[AlgorithmCase, ...] = (
+    AlgorithmCase(
+        "apg",
+        "apg",
+        {**_LQR, "num_envs": 256, "horizon": 32},
+        critic="none",
+        task="lqr",
+        objective="J_h",
+        compared="grad: BPTT of the 32-step return vs ∇J₃₂",
+    ),
+    *_pair(
+        "shac", _WINDOW, "grad: 2-step BPTT + γ²V̄(x₂) vs ∇J_win", task="lqr", objective="J_win", also="J_inf"
+    ),
+    *_pair(
+        "ahac", _AHAC, "grad: as shac, min of twin V vs ∇J_win", task="lqr", objective="J_win", also="J_inf"
+    ),
+    *_pair(
+        "sapo",
+        _SAPO,
+        "grad: soft 2-step return + γ²V̄ vs ∇J_win,α",
+        task="lqr",
+        objective="J_win",
+        also="J_inf",
+    ),
+    *_pair("ddpg", _DDPG, "grad: ∇ₐQ·∇θμ on the replay vs ∇J", task="lqr", objective="J_inf", also="replay"),
+    *_pair("td3", _TD3, "grad: ∇ₐQ₁·∇θμ (2nd update) vs ∇J", task="lqr", objective="J_inf", also="replay"),
+    *_pair("sac", _SAC, "grad: ∇θ[min Q − α log π] vs ∇J_α", task="lqr", objective="J_inf", also="replay"),
+    *_pair(
+        "crossq", _CROSSQ, "grad: as sac (3rd update) vs ∇J_α", task="lqr", objective="J_inf", also="replay"
+    ),
+    *_pair("sac_discrete", _DISCRETE, "grad: Σₐ∇π(Q − α log π) vs ∇J_α"),
+)
 
 CASES: tuple[AlgorithmCase, ...] = (
     AlgorithmCase("reinforce", "reinforce", _EPISODES, compared="grad: reward-to-go − fresh V(s), vs ∇J"),
@@ -375,25 +498,69 @@ CASES: tuple[AlgorithmCase, ...] = (
         off_policy=True,
         compared="grad on π_b's batch (per-decision ρ) vs ∇J(θ₀)",
     ),
+    *PATHWISE_CASES,
 )
 
 
 def build_algorithm(case: AlgorithmCase, problem: LabProblem, seed: int) -> Algorithm:
     """The case's algorithm built as the Trainer builds it (seed every RNG, make the envs, then
-    ``cls(config, envs, seed, device, budget)``) on `tabular_vec_env(problem.mdp)`; its policy set to θ₀,
-    its critic to the exact V^π(θ₀) for ``critic="exact"``, its behaviour copy to θ_b for ``off_policy``."""
+    ``cls(config, envs, seed, device, budget)``), with its starting point set.
+
+    Tabular cases (`tabular_vec_env(problem.mdp)`): the policy set to θ₀, the critic to the exact V^π(θ₀) for
+    ``critic="exact"`` (discrete SAC: its Q table to the soft Q_α), the behaviour copy to θ_b for
+    ``off_policy``. LQR cases (`LQRTask.vec_env`): the policy set to u = −K₀x + σε and, for
+    ``critic="exact"``, every critic replaced by an `ExactCritic` of the current policy."""
     cls = get_algorithm(case.algorithm)
+    if case.task == "lqr":
+        return _build_lqr_algorithm(case, cls, _lqr(problem), seed)
     config = cls.Config(**{**_TABULAR, **case.options})
     seed_everything(seed)
     envs = tabular_vec_env(problem.mdp, config.num_envs)
     algo = cls(config, envs, seed, torch.device("cpu"), 10**12)  # a budget no schedule notices
     set_policy_table(algo.policy, problem.theta)
     if case.critic == "exact":
-        V = policy_evaluation(problem.mdp, torch.softmax(problem.theta, -1)).V
-        critic = algo.value if hasattr(algo, "value") else algo.critic
-        set_value_table(critic, V)
+        probs = torch.softmax(problem.theta, -1)
+        if hasattr(algo, "log_alpha"):  # discrete SAC: the soft Q of θ₀ in both members and the target
+            Q = soft_values(problem.mdp, probs, _alpha(algo))[1]
+            for critic in (algo.critic, algo.critic_target):
+                set_q_table(critic, Q)
+        else:
+            V = policy_evaluation(problem.mdp, probs).V
+            set_value_table(algo.value if hasattr(algo, "value") else algo.critic, V)
     if case.off_policy:
         set_policy_table(algo.behaviour, problem.behaviour_theta)
+    return algo
+
+
+def _lqr(problem: LabProblem) -> LQRTask:
+    if problem.lqr is None:
+        raise ConfigError("lab algorithms: this problem has no LQR task (build it with lab_problem(seed))")
+    return problem.lqr
+
+
+def _alpha(algo: Algorithm) -> float:
+    """The algorithm's entropy temperature α (0 without one)."""
+    log_alpha = getattr(algo, "log_alpha", None)
+    return 0.0 if log_alpha is None else float(log_alpha.detach().exp())
+
+
+def _build_lqr_algorithm(case: AlgorithmCase, cls: type, task: LQRTask, seed: int) -> Algorithm:
+    config = cls.Config(**case.options)
+    if config.gamma != task.problem.gamma:
+        raise ConfigError(
+            f"lab algorithms: {case.label} has γ = {config.gamma}, the LQR task {task.problem.gamma}"
+        )
+    seed_everything(seed)
+    if getattr(cls, "differentiable", False):
+        # the window is the episode; APG's deterministic head is exactly linear when the box is unbounded
+        bounded = getattr(config, "policy", "tanh_gaussian") != "deterministic"
+        envs = task.vec_env(config.num_envs, config.horizon, bounded=bounded)
+    else:
+        envs = task.vec_env(config.num_envs, 1000)  # no time-limit reset within the first updates
+    algo = cls(config, envs, seed, torch.device("cpu"), 10**12)
+    set_linear_policy(algo.policy, task.gain, task.sigma)
+    if case.critic == "exact":
+        install_exact_critic(algo, task)
     return algo
 
 
@@ -418,16 +585,19 @@ def record_steps(policy: Policy) -> Iterator[list[tuple[Tensor, Tensor]]]:
         handle.remove()
 
 
-def _iterate(case: AlgorithmCase, algo: Algorithm, index: int) -> tuple[Tensor, Tensor]:
-    """Run iteration ``index``; (θ at its start, the case's direction)."""
-    start = flat_params(algo.policy.parameters()).double()
+def _iterate(case: AlgorithmCase, algo: Algorithm, index: int) -> tuple[Policy, Tensor]:
+    """Run iteration ``index`` (exact critics refreshed first); (a copy of the policy at its start, the case's
+    direction)."""
+    refresh_exact_critics(algo)
+    start = copy.deepcopy(algo.policy)
+    before = flat_params(start.parameters()).double()
     with record_steps(algo.policy) as steps:
         algo.iteration(index)
     if case.direction == "step":
         if not steps:
             raise ConfigError(f"lab algorithms: {case.label} took no optimiser step on its policy")
-        return steps[0]
-    return start, flat_params(algo.policy.parameters()).double() - start
+        return start, steps[0][1]
+    return start, flat_params(algo.policy.parameters()).double() - before
 
 
 def first_direction(case: AlgorithmCase, problem: LabProblem, seed: int) -> tuple[Tensor, int]:
@@ -443,8 +613,9 @@ def first_direction(case: AlgorithmCase, problem: LabProblem, seed: int) -> tupl
 
 def update_directions(
     case: AlgorithmCase, problem: LabProblem, seed: int, updates: int
-) -> list[tuple[Tensor, Tensor]]:
-    """(θ at its start, direction) of each of the first ``updates`` iterations of one run."""
+) -> list[tuple[Policy, Tensor]]:
+    """(a copy of the policy at its start, direction) of each of the first ``updates`` iterations of one
+    run."""
     algo = build_algorithm(case, problem, seed)
     first = 1 if case.off_policy else 0
     try:
@@ -453,14 +624,43 @@ def update_directions(
         algo.envs.close()
 
 
+def _exploration(algo: Algorithm, policy: Policy, task: LQRTask) -> LinearPolicy:
+    """The linear policy that collects an off-policy algorithm's data: the policy's own σ, or for a
+    deterministic one the exploration noise σ = noise_std · half-width (DDPG, TD3)."""
+    explore = linear_policy(policy_twin(policy)[0])
+    if not bool(explore.sigma.any()):
+        explore = explore._replace(sigma=algo.config.noise_std * task.bound * torch.ones_like(explore.sigma))
+    return explore
+
+
 def exact_direction(
-    case: AlgorithmCase, problem: LabProblem, policy: Policy, params: Tensor | None = None
+    case: AlgorithmCase,
+    problem: LabProblem,
+    algo: Algorithm,
+    policy: Policy | None = None,
+    objective: str | None = None,
+    history: Sequence[Policy] = (),
 ) -> tuple[Tensor, Tensor | None]:
-    """(the exact direction, the row-space projector or None): ∇J, or F⁺∇J and F⁺F for natural cases."""
+    """(the exact direction, the row-space projector or None) of ``policy`` (default: ``algo.policy``) for
+    the case's algorithm ``algo``: ∇J (∇J_α with a temperature), F⁺∇J and F⁺F for natural cases, and for
+    LQR cases the gradient of the case's ``objective`` (or the one given) in the policy's parameters. The
+    "replay" objective weights states as the replay filled by the policies ``history`` (default: the
+    policy alone), each acting for `train_freq` vector steps, holds them."""
+    policy = algo.policy if policy is None else policy
+    if case.task == "lqr":
+        objective = objective or case.objective
+        task, start = _lqr(problem), None
+        if objective == "replay":
+            explorers = [_exploration(algo, p, task) for p in (history or [policy])]
+            start = replay_moment(task.problem, explorers, algo.config.train_freq)
+        horizon = getattr(algo.config, "horizon", 1)
+        return lqr_policy_gradient(objective, task, policy, horizon, _alpha(algo), start), None
     if case.natural:
-        natural, projector, _ = exact_natural_gradient(problem.mdp, policy, params)
+        natural, projector, _ = exact_natural_gradient(problem.mdp, policy)
         return natural, projector
-    return exact_policy_gradient(problem.mdp, policy, params), None
+    if hasattr(algo, "log_alpha"):
+        return exact_soft_gradient(problem.mdp, policy, _alpha(algo)), None
+    return exact_policy_gradient(problem.mdp, policy), None
 
 
 def cosine(x: Tensor, y: Tensor) -> float:
@@ -511,6 +711,8 @@ class CaseResult:
     update_cosines: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    also: DirectionStats | None = None  # the first-update directions against the case's second reference
+    also_cosines: list[float] = field(default_factory=list)  # the k-update cosines against it
 
     @property
     def verdict(self) -> str:
@@ -537,7 +739,7 @@ def run_case(
     start = time.perf_counter()
     template = build_algorithm(case, problem, 0)
     template.envs.close()
-    exact, projector = exact_direction(case, problem, template.policy)
+    exact, projector = exact_direction(case, problem, template)
 
     def estimator(budget: int, gen: torch.Generator) -> tuple[Tensor, float]:
         seed = int(torch.randint(2**31 - 1, (), generator=gen))
@@ -546,21 +748,49 @@ def run_case(
 
     directions, steps, _ = draw_estimates(estimator, 0, estimates, seed=problem.seed)
     result = CaseResult(case, estimates, steps, direction_stats(directions, exact))
-    for params, direction in update_directions(case, problem, 0, updates) if updates > 0 else []:
-        target, proj = exact_direction(case, problem, template.policy, params)
-        result.update_cosines.append(cosine(direction if proj is None else proj @ direction, target))
+    runs = update_directions(case, problem, 0, updates) if updates > 0 else []
+    for i, (policy, direction) in enumerate(runs):
+        try:
+            target, proj = exact_direction(case, problem, template, policy)
+            result.update_cosines.append(cosine(direction if proj is None else proj @ direction, target))
+            if case.also:  # the replay then holds what the policies of updates 0 … i collected
+                history = [p for p, _ in runs[: i + 1]]
+                other = exact_direction(case, problem, template, policy, case.also, history)[0]
+                result.also_cosines.append(cosine(direction, other))
+        except ConfigError:  # e.g. an LQR gain that no longer stabilises: no exact direction to compare with
+            result.update_cosines += [math.nan] * (len(result.update_cosines) == i)
+            result.also_cosines += [math.nan] * (bool(case.also) and len(result.also_cosines) == i)
     if case.first_rollout:
         probs = torch.softmax(problem.theta, -1)
         weights = rollout_state_weights(problem.mdp, probs, template.config.num_steps)
         other = direction_stats(directions, weighted_policy_gradient(problem.mdp, template.policy, weights))
         result.notes.append(
             f"{case.label}: against the exact gradient with the state weights of a first rollout of "
-            f"{template.config.num_steps} steps after the synchronised reset, cos(ḡ, g) = "
-            f"{other.mean_cosine:.3f}, rel. bias {other.bias:.3f} [{other.bias_low:.3f}, "
-            f"{other.bias_high:.3f}], p = {other.bias_p:.2g}"
+            f"{template.config.num_steps} steps after the synchronised reset, {_summary(other)}"
         )
+    if case.also:
+        other = direction_stats(directions, exact_direction(case, problem, template, objective=case.also)[0])
+        result.also = other
+        if case.also == "J_inf":
+            what = "against ∇J_∞ (the full discounted objective, not cut at the window)"
+        else:
+            what = (
+                "against the exact actor-loss gradient under the states the replay holds (at the first "
+                f"update the {template.config.train_freq} vector steps after the synchronised reset, then "
+                f"{template.config.train_freq} more per update)"
+            )
+        cosines = result.also_cosines
+        ks = f"; first {len(cosines)} updates {' '.join(f'{c:.2f}' for c in cosines)}" if runs else ""
+        result.notes.append(f"{case.label}: {what}, {_summary(other)}{ks}")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _summary(stats: DirectionStats) -> str:
+    return (
+        f"cos(ḡ, g) = {stats.mean_cosine:.3f}, rel. bias {stats.bias:.3f} [{stats.bias_low:.3f}, "
+        f"{stats.bias_high:.3f}], p = {stats.bias_p:.2g}"
+    )
 
 
 def run_algorithms(
@@ -642,15 +872,51 @@ What can make a row differ from the exact direction, and which rows show it:
   on a surrogate that drifts from θ_old: its direction is not a gradient direction and is shown for what it
   is.
 
-How large a bias is depends on the problem (`--problem-seed`): on problem seed 3, for instance, default GRPO's
-first update has cosine 0.94 with ∇J.
+The learned-critic and differentiable-simulator rows:
+
+- **A fresh critic.** The actor gradient of DDPG, TD3, SAC and CrossQ is ∇ₐQ_φ(s, a) ∇θa: through an
+  untrained critic it is unrelated to ∇J (DDPG, TD3: cos ≈ 0; SAC, CrossQ with its 256×256 batch-normalised
+  critic, discrete SAC: the mean points away), and one critic step per update does not change that within
+  the first updates. SHAC, AHAC and SAPO run 2-step windows, each one episode from a fresh start closed by
+  γ²V̄(x₂), so the bootstrap carries most of the return's dependence on θ: an untrained (linear) V̄ leaves
+  the myopic 2-step gradient, which points away from the window objective. With the exact critic every one
+  of them is aligned and, against the objective it estimates, no bias is found.
+- **Which states the replay holds.** The off-policy actor loss averages over replay states, so with the
+  exact Q its expectation is the policy gradient under the replay's state distribution, not under the
+  discounted visitation of ∇J. The first replay is the 32 steps after a synchronised reset: cos 0.97–0.99
+  with ∇J (a bias of the direction is found), while against the gradient under those states (the notes) no
+  bias is found, and over the next updates the cosines with it stay at 0.99–1.00 (DDPG, TD3; SAC and
+  CrossQ, noisier: 0.90–0.98). DDPG's and TD3's k-update cosines with ∇J drop to 0.6–0.8 once the action
+  offset b leaves 0 (their first Adam step at 1e-3 moves it): ∇J weights a constant offset by its cost over
+  the 1/(1 − γ) = 100-step horizon, the replay (64–192 steps from a reset) sees its first steps only; each
+  parameter block still points the right way (DDPG: weights 0.88–0.92, offset 0.92–1.00), their
+  proportions differ.
+- **The window.** With the exact critic the windowed methods are unbiased for the window objective: the
+  policy-gradient theorem cut at h = 2 (the bootstrap holds the policy fixed beyond the window). Against
+  ∇J_∞ (the notes) their first updates have cos ≈ 0.88: each window here is one 2-step episode, so the
+  later actions' contributions, which later windows of a long episode would bring, are never seen.
+- **Entropy.** SAC, CrossQ (α = 0.2), SAPO (α = 0.1) and discrete SAC (α = 0.05) are compared with the
+  entropy-regularised objective at their fixed α; the entropy term moves only the log-std parameters (the
+  log-probabilities of discrete SAC) and is a small part of the direction.
+- **The squash.** The continuous policies other than APG's are squashed into a ±20 box, a = 20 tanh(v);
+  their pre-squash values v (mean and noise) have standard deviation ≈ 0.03, where tanh(v) = v(1 − v²/3 + …)
+  is linear to ~3·10⁻⁴ (0.3% at three standard deviations), and the lab reads them as linear. APG's
+  unbounded deterministic head is exactly linear.
+
+How large a bias is depends on the problem (`--problem-seed`: the MDP, θ₀ and the LQR system): on problem
+seed 3, for instance, default GRPO's first update has cosine 0.94 with ∇J.
 
 The same direction test catches broken variants (tests/lab/test_lab_algorithms.py, on problem seed 3, each
-bug injected by monkeypatching the shared estimator function an algorithm's module calls; cosine of one
-first update, threshold 0.9): a sign flip of the advantage in every algorithm (cosine ≈ −0.99), IS-PG
-without its importance ratios (0.63), an action-dependent baseline (REINFORCE minus r(s_t, a_t): −0.07;
-VPG, PPO, NPG minus Q(s_t, a_t): −0.80, −0.26, −0.15) and NPG/TRPO with the identity for the Fisher
-matrix (0.65, 0.65).
+bug injected by monkeypatching the shared function or method an algorithm calls; cosine of one first
+update, threshold 0.9): a sign flip of the advantage in every score-function algorithm (cosine ≈ −0.99),
+IS-PG without its importance ratios (0.63), an action-dependent baseline (REINFORCE minus r(s_t, a_t):
+−0.07; VPG, PPO, NPG minus Q(s_t, a_t): −0.80, −0.26, −0.15), NPG/TRPO with the identity for the Fisher
+matrix (0.65, 0.65), a detached action at the critic's input (DDPG, TD3: no actor gradient at all, autograd
+raises; SAC −0.66, CrossQ 0.15), a sign flip of SAC's and CrossQ's actor loss (−0.99, −0.99), SHAC, AHAC and
+SAPO bootstrapping from the reset observation instead of the final one (−0.76, −0.73, −0.73), and APG and
+SHAC with the state detached between steps (−0.90, −0.92). Two bugs it does not see here: a sign flip of
+SAC's entropy term (cos 0.994: on this LQR the entropy term is well under 1% of the actor gradient) and a
+missing γʰ on SHAC's bootstrap (γ² = 0.98 rescales the bootstrap by 2%: cos 0.999999).
 """
 
 
@@ -666,13 +932,27 @@ def algorithms_report(
     lines = [
         "# The algorithms' own updates against the exact gradient",
         "",
-        f"`{command}` ({seconds:.0f} s on one thread; module `pgrad.lab.algorithms`, whose docstring has the "
-        "details). Each algorithm's real `iteration` runs, built as the Trainer builds it, on "
-        f"`{problem.mdp.name}`: a random 5-state, 3-action MDP whose episodes end with probability "
+        f"`{command}` ({seconds:.0f} s on one thread; modules `pgrad.lab.algorithms` and "
+        "`pgrad.lab.algorithms_pathwise`, whose docstrings have the details). Each algorithm's real "
+        "`iteration` runs, built as the Trainer builds it. The score-function algorithms and discrete SAC "
+        "run "
+        f"on `{problem.mdp.name}`: a random 5-state, 3-action MDP whose episodes end with probability "
         "0.15–0.35 per step, no time limit, γ = 1 in every algorithm, so every estimator targets the same "
-        "J = E[Σ r_t] and its exact ∇J (`pgrad.lab.exact`). The policy is a tabular softmax "
-        "(`hidden_sizes=()`: one-hot states into a linear categorical head), started from the same random "
-        "table θ₀ in every run.",
+        "J = E[Σ r_t] and its exact ∇J (`pgrad.lab.exact`; discrete SAC: the entropy-regularised J_α). The "
+        "policy is a tabular softmax (`hidden_sizes=()`: one-hot states into a linear categorical head), "
+        "started from the same random table θ₀ in every run.",
+        "",
+        "The learned-critic and differentiable-simulator algorithms run on pgrad's differentiable LQR "
+        f"(`DiffLQR.random(4, 2, seed={problem_seed}, spectral_radius=0.95)`, Q = I, R = I, x₀ ~ N(0, I), "
+        "γ = 0.99) with a linear(-Gaussian) policy u = −Kx + b + σε (`hidden_sizes=()`), started from half "
+        "the optimal gain, b = 0 and σ = 0.5, and are held against the exact gradient, in their own "
+        'parameters, of the objective each estimates ("what is compared"): ∇J₃₂ of APG\'s 32-step return; '
+        "∇J_win of the 2-step window return closed by γ²V^π (SHAC, AHAC, SAPO; SAPO's with its entropy "
+        "bonus); ∇J of the discounted return (DDPG, TD3) or of the entropy-regularised one, ∇J_α (SAC, "
+        "CrossQ). `hidden_sizes=()` makes the algorithms' own critics linear too, unable to hold a quadratic "
+        'value, so the "exact critic" rows replace the critic by the exact V^π or Q^π of the current policy, '
+        "recomputed at every update (`ExactCritic`: the algorithm's critic steps leave it exact); discrete "
+        "SAC's tabular critic is set to the exact soft Q once and learns from there.",
         "",
         f"Columns: **cos, first update**: mean cosine of the {estimates} single first-update directions (one "
         "run seed each, at the env steps shown) with the exact direction; **cos of the mean**: of their mean "

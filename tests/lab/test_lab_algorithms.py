@@ -1,6 +1,7 @@
-"""The score-function algorithms' own first updates point along the exact (natural) gradient, and broken
-variants of them, injected by monkeypatching the shared estimator function an algorithm's module calls, fail
-the same direction test.
+"""Every algorithm's own first update points along the exact gradient of the objective it estimates (the
+score-function family on a tabular MDP; the learned-critic and differentiable-simulator families on an LQR
+with an exact critic where they need one), and broken variants of them, injected by monkeypatching the shared
+function or method an algorithm calls, fail the same direction test.
 
 One run per test on `lab_problem(3)`: its natural and plain gradients are far apart (cosine 0.62), so an
 NPG/TRPO without its Fisher matrix points visibly elsewhere. Each run is deterministic (seeded, one thread);
@@ -12,6 +13,10 @@ import dataclasses
 import pytest
 import torch
 
+import pgrad.algorithms.critic.crossq as crossq_module
+import pgrad.algorithms.critic.sac as sac_module
+import pgrad.algorithms.differentiable.ahac as ahac_module
+import pgrad.algorithms.differentiable.shac as shac_module
 import pgrad.algorithms.score_function.a2c as a2c_module
 import pgrad.algorithms.score_function.grpo as grpo_module
 import pgrad.algorithms.score_function.is_pg as is_pg_module
@@ -21,6 +26,7 @@ import pgrad.algorithms.score_function.reinforce as reinforce_module
 import pgrad.algorithms.score_function.rloo as rloo_module
 import pgrad.algorithms.score_function.vpg as vpg_module
 from pgrad.cli import main
+from pgrad.envs.diff import DiffVecEnv
 from pgrad.lab.algorithms import (
     CASES,
     build_algorithm,
@@ -38,14 +44,26 @@ from pgrad.lab.algorithms import (
     weighted_policy_gradient,
 )
 from pgrad.lab.exact import policy_evaluation
+from pgrad.policies.distributions import Deterministic, TanhGaussian
 
 PROBLEM = lab_problem(3)
 CASE = {case.label: case for case in CASES}
 THRESHOLD = 0.9  # the direction test: cosine of one large-batch first update with the exact direction
 
-# One case per algorithm in `pgrad list`'s score-function family (GRPO with --dr-grpo: default GRPO's
-# direction is biased by design, see test_grpo_default_objective_is_not_along_the_gradient).
-COVERED = ["reinforce", "vpg", "a2c", "ppo", "npg", "trpo", "grpo (dr_grpo)", "rloo", "is_pg"]
+# One case per algorithm in `pgrad list`, in its meaningful configuration: GRPO with --dr-grpo (default
+# GRPO's direction is biased by design, see test_grpo_default_objective_is_not_along_the_gradient), the
+# learned-critic algorithms and the windowed differentiable ones with an exact critic (with a fresh critic
+# their directions are reported in the table, not asserted: an untrained critic's ∇ₐQ or V(x_h) is noise).
+SCORE_FUNCTION = ["reinforce", "vpg", "a2c", "ppo", "npg", "trpo", "grpo (dr_grpo)", "rloo", "is_pg"]
+LEARNED_CRITIC = [
+    "ddpg (exact critic)",
+    "td3 (exact critic)",
+    "sac (exact critic)",
+    "crossq (exact critic)",
+    "sac_discrete (exact critic)",
+]
+DIFFERENTIABLE = ["apg", "shac (exact critic)", "ahac (exact critic)", "sapo (exact critic)"]
+COVERED = [*SCORE_FUNCTION, *LEARNED_CRITIC, *DIFFERENTIABLE]
 
 
 def first_cosine(label: str, seed: int = 0, problem=PROBLEM) -> float:
@@ -53,16 +71,16 @@ def first_cosine(label: str, seed: int = 0, problem=PROBLEM) -> float:
     case = CASE[label]
     algo = build_algorithm(case, problem, 0)
     algo.envs.close()
-    exact, projector = exact_direction(case, problem, algo.policy)
+    exact, projector = exact_direction(case, problem, algo)
     direction, _ = first_direction(case, problem, seed)
     return cosine(direction if projector is None else projector @ direction, exact)
 
 
-def test_every_score_function_algorithm_is_covered():
+def test_every_algorithm_is_covered():
     from pgrad.algorithms import list_algorithms
 
-    family = {row["name"] for row in list_algorithms() if row["family"] == "score function"}
-    assert family == {CASE[label].algorithm for label in COVERED} == {case.algorithm for case in CASES}
+    every = {row["name"] for row in list_algorithms()}
+    assert every == {CASE[label].algorithm for label in COVERED} == {case.algorithm for case in CASES}
 
 
 @pytest.mark.parametrize("label", COVERED)
@@ -80,7 +98,7 @@ def test_grpo_default_objective_is_not_along_the_gradient():
     case = CASE["grpo"]
     algo = build_algorithm(case, problem, 0)
     algo.envs.close()
-    exact, _ = exact_direction(case, problem, algo.policy)
+    exact, _ = exact_direction(case, problem, algo)
     stats = direction_stats(
         torch.stack([first_direction(case, problem, seed)[0] for seed in range(3)]), exact
     )
@@ -195,6 +213,121 @@ def test_a_wrong_fisher_matrix_is_caught(monkeypatch, label):
     assert cos < THRESHOLD
 
 
+# -- broken learned-critic and differentiable-simulator updates ---------------------------------------------
+
+
+def _detached_sample(rsample):
+    """A sample with no path back to θ: the critic's action input (or the reward's action) is a constant."""
+    return lambda self, *args, **kwargs: rsample(self, *args, **kwargs).detach()
+
+
+@pytest.mark.parametrize("label", LEARNED_CRITIC[:4])
+def test_a_detached_critic_action_input_is_caught(monkeypatch, label):
+    """DDPG and TD3 then have no actor gradient at all (autograd raises); SAC and CrossQ keep only the
+    α ∇log π of the detached sample (cos −0.66 and 0.15)."""
+    monkeypatch.setattr(Deterministic, "rsample", _detached_sample(Deterministic.rsample))
+    monkeypatch.setattr(TanhGaussian, "rsample", _detached_sample(TanhGaussian.rsample))
+    try:
+        cos = first_cosine(label)
+    except RuntimeError as error:  # "... appears to not have been used in the graph": no gradient
+        assert "not have been used in the graph" in str(error)
+        return
+    print(f"{label} with a detached action: cos {cos:.3f}")
+    assert cos < THRESHOLD
+
+
+def _negated_loss(function):
+    def loss(*args, **kwargs):
+        value, info = function(*args, **kwargs)
+        return -value, info
+
+    return loss
+
+
+@pytest.mark.parametrize(
+    "module, label", [(sac_module, "sac (exact critic)"), (crossq_module, "crossq (exact critic)")]
+)
+def test_a_sign_flip_of_the_soft_actor_loss_is_caught(monkeypatch, module, label):
+    monkeypatch.setattr(
+        module, "reparameterised_actor_loss", _negated_loss(module.reparameterised_actor_loss)
+    )
+    cos = first_cosine(label)
+    print(f"{label} with a negated actor loss: cos {cos:.3f}")
+    assert cos < 0 < THRESHOLD
+
+
+def test_a_sign_flip_of_the_entropy_term_is_not_seen_in_the_direction(monkeypatch):
+    """A limit of the direction test, not a bug: the entropy term moves only the log-std parameters, and on
+    this LQR its share of SAC's actor gradient is well under 1%, so flipping its sign leaves the direction
+    (cos 0.994). The table's bias test does not resolve it either."""
+    loss = sac_module.reparameterised_actor_loss
+    monkeypatch.setattr(
+        sac_module, "reparameterised_actor_loss", lambda q, log_prob, alpha: loss(q, -log_prob, alpha)
+    )
+    assert first_cosine("sac (exact critic)") >= THRESHOLD
+
+
+def _bootstrap_from_the_reset(rollout):
+    """The window's final observation at a time-limit end replaced by the next episode's first one (what a
+    rollout that read the state after the autoreset would bootstrap from)."""
+
+    def window(envs, act, steps, seed, contact_threshold=None):
+        w = rollout(envs, act, steps, seed, contact_threshold)
+        after = envs.diff_env.observe(envs.state).to(w.obs.dtype)  # the start states the env reset to
+        resets = torch.cat([w.obs[1:], after[None]]).to(w.final_obs.dtype)
+        w.final_obs = torch.where(w.truncated[..., None], resets, w.final_obs)
+        return w
+
+    return window
+
+
+@pytest.mark.parametrize(
+    "module, label",
+    [
+        (shac_module, "shac (exact critic)"),
+        (ahac_module, "ahac (exact critic)"),
+        (shac_module, "sapo (exact critic)"),
+    ],
+)
+def test_a_bootstrap_from_the_reset_observation_is_caught(monkeypatch, module, label):
+    """V(reset state) has no gradient path to θ, so the update becomes the myopic 2-step BPTT gradient,
+    which on this LQR points away from the window objective with its bootstrap."""
+    monkeypatch.setattr(module, "rollout", _bootstrap_from_the_reset(module.rollout))
+    cos = first_cosine(label)
+    print(f"{label} bootstrapping from the reset observation: cos {cos:.3f}")
+    assert cos < THRESHOLD
+
+
+def test_a_missing_discount_on_the_bootstrap_is_not_seen_in_the_direction(monkeypatch):
+    """A limit of the direction test: γ^h V(x_h) and V(x_h) (γ² = 0.98) move the policy the same way."""
+    loss = shac_module.bptt_loss
+
+    def undiscounted(rewards, gamma, terminated, bootstrap_values=None, truncated=None, normalizer=None):
+        power = gamma ** torch.arange(1, len(rewards) + 1, dtype=bootstrap_values.dtype)
+        return loss(rewards, gamma, terminated, bootstrap_values / power[:, None], truncated, normalizer)
+
+    monkeypatch.setattr(shac_module, "bptt_loss", undiscounted)
+    assert first_cosine("shac (exact critic)") >= THRESHOLD
+
+
+def _cut_between_steps(advance):
+    def step(self, state, actions):
+        next_state, reward, terminated, truncated, true_next, stats = advance(self, state, actions)
+        return next_state.detach(), reward, terminated, truncated, true_next.detach(), stats
+
+    return step
+
+
+@pytest.mark.parametrize("label", ["apg", "shac (exact critic)"])
+def test_a_cut_dynamics_jacobian_is_caught(monkeypatch, label):
+    """With the state detached between steps only each action's own cost −uᵀRu reaches θ: the update pulls
+    the gain towards 0, against ∇J."""
+    monkeypatch.setattr(DiffVecEnv, "advance", _cut_between_steps(DiffVecEnv.advance))
+    cos = first_cosine(label)
+    print(f"{label} without the dynamics Jacobian: cos {cos:.3f}")
+    assert cos < 0 < THRESHOLD
+
+
 # -- the pieces ---------------------------------------------------------------------------------------------
 
 
@@ -277,7 +410,7 @@ def test_cli_writes_the_table(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--only", "ddpg"], "unknown algorithm(s) ddpg"), (["--seeds", "1"], "--seeds must be >= 2")],
+    [(["--only", "dqn"], "unknown algorithm(s) dqn"), (["--seeds", "1"], "--seeds must be >= 2")],
 )
 def test_cli_errors_are_one_line(capsys, args, message):
     assert main(["lab", "algorithms", *args]) == 2
@@ -287,16 +420,28 @@ def test_cli_errors_are_one_line(capsys, args, message):
 
 @pytest.mark.slow
 def test_the_table_over_ten_seeds():
-    """What docs/lab/algorithms.md reports (~3.5 min), on lab_problem(0): every algorithm's first update is
+    """What docs/lab/algorithms.md reports (~4 min), on lab_problem(0): every algorithm's first update is
     aligned with its exact direction except default GRPO's (its objective) and A2C's with a fresh critic
     (5-step returns bootstrapped through a wrong V); A2C's first update with the exact V is unbiased for the
-    state weighting of its first rollout."""
+    state weighting of its first rollout. With exact critics the windowed methods are unbiased for their
+    window objective and the off-policy ones for the gradient under their replay's states, over the first k
+    updates too; fresh critics leave the learned-critic and windowed directions unaligned."""
     results = {r.case.label: r for r in run_algorithms(estimates=10, updates=5)}
+    replay = ["ddpg (exact critic)", "td3 (exact critic)"]  # k updates: see the replay reference below
     for label in [*COVERED, "vpg (exact V)", "a2c (exact V)", "ppo (exact V)", "npg (exact V)"]:
         first = results[label].first
         if label != "a2c":
             assert min(first.cosine, first.mean_cosine) >= THRESHOLD, label
-        assert min(results[label].update_cosines) >= 0.8, label
+        if label not in replay:
+            assert min(results[label].update_cosines) >= 0.8, label
     for label in ("grpo", "a2c"):
         assert results[label].first.mean_cosine < THRESHOLD and results[label].first.bias_low > 0, label
     assert "[0.000," in results["a2c (exact V)"].notes[0]
+    for label in ["apg", "shac (exact critic)", "ahac (exact critic)", "sapo (exact critic)"]:
+        assert results[label].first.bias_low == 0, label
+    for label in ["ddpg (exact critic)", "td3 (exact critic)", "sac (exact critic)", "crossq (exact critic)"]:
+        also = results[label].also
+        assert also.mean_cosine >= 0.99 and also.bias_low == 0, label
+        assert min(results[label].also_cosines) >= 0.85, label
+    for label in ["shac", "ahac", "sapo", "ddpg", "td3", "sac", "crossq", "sac_discrete"]:
+        assert results[label].first.mean_cosine < THRESHOLD, label
