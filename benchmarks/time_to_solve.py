@@ -11,6 +11,8 @@ flips every seed) so that machine noise hits both. Two times per run:
 
   whole-process  from launching the interpreter to the process's exit, timed by the parent around
                  subprocess.run: start-up, imports, training, evaluations, what happens after solving.
+                 pgrad's worker leaves as the `pgrad` command does (os._exit once everything is written,
+                 see pgrad.cli.entry); SB3's as a Python script does (interpreter teardown).
   in-process     from just before training is set up (after the imports: before the envs and the model are
                  built) to the end of the solving evaluation, evaluations included (wall clock). pgrad: a
                  stamp on each evaluation record of the run's metrics.jsonl; SB3: a stamp after each
@@ -133,10 +135,14 @@ COLORS = {"pgrad": "C0", "sb3": "C1"}
 
 def run_specs(name: str, quick: bool) -> list[dict[str, Any]]:
     """The runs of a row as worker specs (everything a worker needs, JSON-serialisable)."""
+    from pgrad.algorithms.presets import preset
+
     row = ROWS[name]
     q = row["quick"] if quick else {}
     specs = []
     for i, (lib, algo, budget, zoo) in enumerate(row["runs"]):
+        # What the library trains with: a changed preset (or zoo entry) makes its earlier runs stale.
+        settings = preset(algo, row["env"]) if lib == "pgrad" else SB3_ZOO[zoo]
         specs.append(
             dict(
                 row=name,
@@ -148,13 +154,15 @@ def run_specs(name: str, quick: bool) -> list[dict[str, Any]]:
                 eval_episodes=q.get("eval_episodes", row["eval_episodes"]),
                 budget=q["budgets"][i] if quick else budget,
                 sb3=SB3_ZOO[zoo] if zoo else None,
+                settings=json.loads(json.dumps(settings)),  # as stored in the runs file (tuples as lists)
             )
         )
     return specs
 
 
 def run_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["row"], r["lib"], r["algo"], r["seed"], r["budget"], r["eval_every"], r["eval_episodes"])
+    fields = ("row", "lib", "algo", "seed", "budget", "eval_every", "eval_episodes")
+    return (*(r[f] for f in fields), json.dumps(r.get("settings"), sort_keys=True))
 
 
 def label(r: dict[str, Any]) -> str:
@@ -351,7 +359,9 @@ def _read(path: Path) -> list[dict[str, Any]]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         spec, seed, launched = json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-        print(json.dumps(worker(spec, seed, launched)))
+        print(json.dumps(worker(spec, seed, launched)), flush=True)
+        if spec["lib"] == "pgrad":  # as the `pgrad` command leaves (pgrad.cli.entry: no interpreter teardown)
+            os._exit(0)
         return
     import tyro
 
@@ -452,7 +462,7 @@ def _config_lines() -> list[str]:
     lines += [
         "",
         "SB3's EvalCallback evaluates on one env (the zoo's n_eval_envs=1), one episode after another;",
-        "pgrad's evaluation steps up to 16 episodes together. pgrad evaluates after the iteration that",
+        "pgrad's evaluation steps up to 32 episodes together. pgrad evaluates after the iteration that",
         "crosses each multiple of the evaluation interval (CartPole: at 5,120, 10,240, 15,104, … env steps),",
         "SB3 at the exact multiple (its eval_freq counts vector steps: interval // n_envs).",
         "",
