@@ -159,3 +159,16 @@ def test_compiled_loss_matches_eager_in_one_graph():
         assert e["stats/clip_fraction"] == pytest.approx(float(c["stats/clip_fraction"]), abs=1e-6)
     assert eager_metrics[-1]["stats/clip_coef"] < eager_metrics[0]["stats/clip_coef"]
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_a_compiler_failure_is_one_clear_error(monkeypatch):
+    def broken(fn):
+        def call(*args, **kwargs):
+            raise RuntimeError("InductorError: no C++ compiler found\nlong traceback text")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    algo = make_algo(compile=True)
+    with pytest.raises(pgrad.errors.ConfigError, match=r"^--compile: torch.compile could not .*no C\+\+"):
+        algo.iteration(0)

@@ -157,6 +157,7 @@ class PPO(Algorithm):
         self.schedule = LinearDecay(total_steps)  # --anneal-lr / --anneal-clip
         self.batch_steps = config.num_envs * config.num_steps
         self._loss = torch.compile(self._minibatch_loss) if config.compile else self._minibatch_loss
+        self._compiled = False
 
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
@@ -240,10 +241,19 @@ class PPO(Algorithm):
         if self.config.compile:  # as tensors: a float changing every iteration (annealing) would recompile
             like = mb["log_probs"]
             coefficients = tuple(torch.tensor(c, dtype=like.dtype, device=like.device) for c in coefficients)
-        loss, metrics = self._loss(
-            mb["obs"], mb["actions"], mb["log_probs"], mb["advantages"], mb["returns"], mb["values"],
-            *coefficients,
-        )  # fmt: skip
+        inputs = (mb["obs"], mb["actions"], mb["log_probs"], mb["advantages"], mb["returns"], mb["values"])
+        if self.config.compile and not self._compiled:  # the first call compiles: a failure is the machine's
+            try:
+                loss, metrics = self._loss(*inputs, *coefficients)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ConfigError(
+                    f"--compile: torch.compile could not compile PPO's loss here ({type(exc).__name__}: "
+                    f"{first}); run without --compile"
+                ) from exc
+            self._compiled = True
+        else:
+            loss, metrics = self._loss(*inputs, *coefficients)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["stats/grad_norm"] = clip_and_step(self.optimizer, self.params, self.config.max_grad_norm)
