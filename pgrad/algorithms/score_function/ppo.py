@@ -118,8 +118,8 @@ class Config(NetworkConfig):
     """Scale rewards by the running std of the discounted return (reset per sub-env at episode end)."""
     compile: bool = False
     """torch.compile the minibatch loss (forwards, losses and diagnostics; backward through the compiled
-    graph). On CPU at 64×64 a minibatch step takes ~half the time once compiled, after 10–25 s of compiling
-    on the first update: worth it for runs of more than ~20k minibatch steps (benchmarks/compile_ppo.py)."""
+    graph). On CPU at 64×64 a minibatch step is 1.6–2.2× faster once compiled, after 3–25 s of compiling on
+    the first update: it pays on long runs (1.13× end to end on HalfCheetah 1M; docs/performance.md)."""
 
 
 def check_config(config: Config) -> None:
