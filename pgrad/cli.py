@@ -2,6 +2,7 @@
 
     pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
                 [--env-kwargs JSON] [--env-arg KEY=VALUE ...]     (the env constructor's keyword arguments)
+                [--config FILE.toml|FILE.json]                    (options from a file; a run.json works)
     pgrad eval DIR --episodes K [--no-deterministic] [--checkpoint latest|best|N]
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
@@ -38,6 +39,7 @@ USAGE = """usage: pgrad {train,eval,resume,list} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
+              [--config FILE.toml|run.json]     options from a file (flags given override it)
   pgrad eval DIR --episodes K [--no-deterministic] [--checkpoint latest|best|N]
   pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
@@ -157,26 +159,128 @@ def cmd_train(argv: Sequence[str]) -> int:
     from pgrad.algorithms.presets import preset
     from pgrad.run.trainer import Trainer
 
+    path, argv = _without_flag(list(argv), "--config")
+    data = _read_config(path) if path is not None else {}
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             print(USAGE)
             return 0
-        raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
+        if "algorithm" not in data:
+            raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
+        argv = [str(data["algorithm"]), *argv]  # a run.json names its algorithm
     cls = get_algorithm(argv[0])
+    if "algorithm" in data and get_algorithm(str(data["algorithm"])) is not cls:
+        raise ConfigError(f"--config {path}: a config for '{data['algorithm']}', not for '{cls.name}'")
+    run_values, algo_values = _split_config(data, cls, path) if data else ({}, {})
     env_kwargs, rest = _env_kwargs(argv[1:])
-    # The preset depends on --env, so it is looked up before parsing and becomes the flags' defaults.
-    env = _flag_value(rest, "--env") or RunConfig().env
+    env_kwargs = {**(data.get("env_kwargs") or {}), **env_kwargs}
+    # The preset depends on --env, so it is looked up before parsing; the file, then the flags override it.
+    env = _flag_value(rest, "--env") or run_values.get("env") or RunConfig().env
     options = preset(cls.name, env) if "--no-preset" not in argv else {}
     args = _parse(
         TrainArgs[cls.Config],
         rest,
         f"pgrad train {cls.name}",
-        default=TrainArgs(RunConfig(), dataclasses.replace(cls.Config(), **options)),
+        default=TrainArgs(
+            dataclasses.replace(RunConfig(), **run_values),
+            dataclasses.replace(cls.Config(), **{**options, **algo_values}),
+        ),
     )
-    applied = {k: v for k, v in options.items() if getattr(args.algo, k) == v}  # not overridden by a flag
+    # the preset's options that neither the file nor a flag overrode
+    applied = {k: v for k, v in options.items() if k not in algo_values and getattr(args.algo, k) == v}
     summary = Trainer(cls, args.algo, args.run, env_kwargs=env_kwargs, preset=applied).run()
     print(json.dumps(_summary_line(summary)))
     return 0
+
+
+def _without_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of `flag` (`FLAG VALUE` or `FLAG=VALUE`, the last one wins) and the other arguments."""
+    value, rest, items = None, [], iter(argv)
+    for arg in items:
+        if arg == flag:
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{flag} needs a file (TOML or JSON; a run's run.json works)")
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return value, rest
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    """A config file: TOML (`.toml`) or JSON (`.json`, e.g. a run's run.json), as a dict."""
+    import tomllib
+
+    file = Path(path)
+    if file.suffix not in (".toml", ".json"):
+        raise ConfigError(f"--config {path}: a .toml or .json file expected")
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: not valid {file.suffix[1:].upper()} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config {path}: the file must hold a table of options, got {type(data).__name__}"
+        )
+    return data
+
+
+# run.json's own records, not options: what was trained (checked against ALGO) and how the preset applied.
+_RUN_RECORDS = ("algorithm", "env_kwargs", "env_is_id", "preset")
+
+
+def _split_config(data: dict[str, Any], cls: Any, path: str | None) -> tuple[dict, dict]:
+    """A config file's options for RunConfig and for the algorithm's Config, checked by name and type.
+
+    Options may sit at the top level or in a run.json's `run` and `config` tables."""
+    fields = {
+        "run": {f.name: f for f in dataclasses.fields(RunConfig)},
+        "config": {f.name: f for f in dataclasses.fields(cls.Config)},
+    }
+    values: dict[str, dict[str, Any]] = {"run": {}, "config": {}}
+
+    def place(key: str, value: Any, section: str | None) -> None:
+        for name in (section,) if section else ("run", "config"):
+            if key in fields[name]:
+                values[name][key] = _checked_value(fields[name][key], value, path)
+                return
+        known = [*fields["run"], *fields["config"]]
+        raise ConfigError(f"--config {path}: unknown option '{key}' for {cls.name}{did_you_mean(key, known)}")
+
+    for key, value in data.items():
+        if key in _RUN_RECORDS:
+            continue
+        if key in ("run", "config") and isinstance(value, dict):
+            for inner, v in value.items():
+                place(inner, v, key)
+        else:
+            place(key, value, None)
+    return values["run"], values["config"]
+
+
+def _checked_value(field: dataclasses.Field, value: Any, path: str | None) -> Any:
+    """`value` for `field` by the type of its default (lists become tuples); wrong types are refused."""
+    default = field.default
+    if isinstance(value, list):
+        value = tuple(value)
+    wrong = (
+        (isinstance(default, bool) and not isinstance(value, bool))
+        or (type(default) is int and (isinstance(value, bool) or not isinstance(value, int)))
+        or (type(default) is float and (isinstance(value, bool) or not isinstance(value, int | float)))
+        or (isinstance(default, str) and not isinstance(value, str))
+        or (isinstance(default, tuple) and not isinstance(value, tuple))
+    )
+    if wrong:
+        raise ConfigError(
+            f"--config {path}: option '{field.name}' must be like {default!r} "
+            f"({type(default).__name__}), got {value!r}"
+        )
+    return float(value) if type(default) is float else value
 
 
 def _env_kwargs(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:

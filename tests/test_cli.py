@@ -138,3 +138,69 @@ def test_the_pgrad_command_finds_an_env_module_in_the_working_directory(tmp_path
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["global_step"] >= 100
+
+
+def test_a_runs_run_json_is_a_config_and_flags_override_it(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    options = [
+        "--baseline",
+        "mean",
+        "--hidden-sizes",
+        "16",
+        "16",
+        "--episodes-per-update",
+        "8",
+        "--seed",
+        "5",
+    ]
+    quiet = ["--total-steps", "300", "--eval-episodes", "1", "--no-progress"]
+    assert (
+        main(["train", "reinforce", "--env", "CartPole-v1", *options, *quiet, "--run-dir", str(first)]) == 0
+    )
+    # no algorithm on the line: run.json names it
+    assert main(["train", "--config", str(first / "run.json"), "--lr", "0.02", "--run-dir", str(second)]) == 0
+    a, b = (json.loads((d / "run.json").read_text()) for d in (first, second))
+    assert {k for k in a["config"] if a["config"][k] != b["config"][k]} == {"lr"} and b["config"][
+        "lr"
+    ] == 0.02
+    assert {k for k in a["run"] if a["run"][k] != b["run"][k]} == {"run_dir"}
+    assert b["config"]["hidden_sizes"] == [16, 16] and b["run"]["seed"] == 5
+
+
+def test_a_toml_config_sits_between_the_preset_and_the_flags(tmp_path):
+    config = tmp_path / "ppo.toml"
+    config.write_text(
+        "lr = 0.01\nupdate_epochs = 3\nhidden_sizes = [32, 32]\n[run]\nseed = 7\ntotal_steps = 512\n"
+    )
+    run_dir = tmp_path / "run"
+    argv = ["train", "ppo", "--config", str(config), "--update-epochs", "2", "--eval-episodes", "1"]
+    assert main([*argv, "--run-dir", str(run_dir), "--no-progress"]) == 0
+    saved = json.loads((run_dir / "run.json").read_text())
+    assert saved["config"]["lr"] == 0.01 and saved["config"]["update_epochs"] == 2  # file, then the flag
+    assert saved["config"]["hidden_sizes"] == [32, 32] and saved["run"]["seed"] == 7
+    assert (
+        saved["config"]["num_envs"] == 8 and "lr" not in saved["preset"]
+    )  # the preset, where not overridden
+
+
+@pytest.mark.parametrize(
+    "text, suffix, expected",
+    [
+        ("lr = 0.01", ".yaml", "a .toml or .json file expected"),
+        ("lr = ", ".toml", "not valid TOML"),
+        ("[1, 2]", ".json", "must hold a table of options"),
+        ("learning_rate = 0.01", ".toml", "unknown option 'learning_rate' for reinforce"),
+        ('lr = "fast"', ".toml", "option 'lr' must be like 0.001"),
+        ("seed = 1.5", ".toml", "option 'seed' must be like 0"),
+        ('{"algorithm": "ppo"}', ".json", "a config for 'ppo', not for 'reinforce'"),
+    ],
+)
+def test_bad_config_files_are_one_line(tmp_path, monkeypatch, capsys, text, suffix, expected):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"config{suffix}"
+    path.write_text(text)
+    assert main(["train", "reinforce", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("pgrad: error: --config") and expected in err, err
+    assert main(["train", "reinforce", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "No such file" in capsys.readouterr().err
