@@ -632,6 +632,15 @@ def unbounded():
         ("crossq", "Pendulum-v1", {"bn_momentum": 1.5}, ConfigError, "bn_momentum in (0, 1]"),
         ("sac", "Pendulum-v1", {"alpha": -1.0}, ConfigError, "alpha must be >= 0"),
         ("sac", "Pendulum-v1", {"tau": 1.5}, ConfigError, "tau"),
+        # a batch the buffer can never hold would mean no update ever, silently
+        (
+            "sac",
+            "Pendulum-v1",
+            {"buffer_size": 100, "batch_size": 100, "n_step": 3},
+            ConfigError,
+            "batch_size (100) is more than the replay buffer can ever sample (98",
+        ),
+        ("td3", "Pendulum-v1", {"buffer_size": 64, "batch_size": 65}, ConfigError, "can ever sample (64"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:env 'unbounded' has no time limit")

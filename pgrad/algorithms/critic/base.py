@@ -73,6 +73,14 @@ def check_config(config: OffPolicyConfig) -> None:
     check_unit_interval(config, "gamma", "tau")
     if config.buffer_size < config.num_envs * config.n_step:
         raise ConfigError(f"buffer_size ({config.buffer_size}) holds less than n_step vector steps")
+    # A full buffer can sample all its rows but the last n − 1 (their n-step sums are not known yet): a larger
+    # batch would never be drawn, and training would silently never update.
+    most = (config.buffer_size // config.num_envs - config.n_step + 1) * config.num_envs
+    if config.batch_size > most:
+        raise ConfigError(
+            f"batch_size ({config.batch_size}) is more than the replay buffer can ever sample ({most}: "
+            f"buffer_size {config.buffer_size}, num_envs {config.num_envs}, n_step {config.n_step})"
+        )
 
 
 def finite_box(envs: VecEnv, algorithm: str) -> spaces.Box:
