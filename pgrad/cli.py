@@ -159,7 +159,9 @@ def cmd_train(argv: Sequence[str]) -> int:
     from pgrad.algorithms.presets import preset
     from pgrad.run.trainer import Trainer
 
-    path, argv = _without_flag(list(argv), "--config")
+    path, argv = _without_flag(argv, "--config")
+    if "--config" in argv:
+        raise ConfigError("--config needs a file (TOML or JSON; a run's run.json works)")
     data = _read_config(path) if path is not None else {}
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
@@ -193,14 +195,15 @@ def cmd_train(argv: Sequence[str]) -> int:
     return 0
 
 
-def _without_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
-    """The value of `flag` (`FLAG VALUE` or `FLAG=VALUE`, the last one wins) and the other arguments."""
+def _without_flag(argv: Sequence[str], flag: str) -> tuple[str | None, list[str]]:
+    """The value of `flag` (`FLAG VALUE` or `FLAG=VALUE`, the last one wins) and the other arguments; a FLAG
+    with nothing after it stays among them (for the caller's error)."""
     value, rest, items = None, [], iter(argv)
     for arg in items:
         if arg == flag:
             value = next(items, None)
             if value is None:
-                raise ConfigError(f"{flag} needs a file (TOML or JSON; a run's run.json works)")
+                rest.append(arg)
         elif arg.startswith(flag + "="):
             value = arg.split("=", 1)[1]
         else:
@@ -326,13 +329,7 @@ _ENV_EXAMPLES = {"--env-kwargs": """'{"max_episode_steps": 200}'""", "--env-arg"
 
 def _flag_value(argv: Sequence[str], flag: str) -> str | None:
     """The value of `flag` given as `FLAG VALUE` or `FLAG=VALUE` (the last one wins), else None."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
+    return _without_flag(argv, flag)[0]
 
 
 def _summary_line(summary: dict) -> dict:

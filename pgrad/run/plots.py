@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from pgrad.errors import PgradError
+from pgrad.run.folder import read_run_file
 from pgrad.run.logger import read_metrics
 
 
@@ -12,9 +13,9 @@ def _run_info(run_dir: str | Path) -> tuple[str, str]:
     """The plot's title and its evaluation label, from run.json (the folder's name and a plain label
     without it)."""
     try:
-        run = json.loads((Path(run_dir) / "run.json").read_text())
+        run = read_run_file(run_dir)
         title = f"{run['algorithm']} on {run['env']} (seed {run['run']['seed']})"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (PgradError, KeyError, TypeError):
         return Path(run_dir).name, "evaluation"
     deterministic = run["run"].get("eval_deterministic", True)
     episodes = run["run"].get("eval_episodes")

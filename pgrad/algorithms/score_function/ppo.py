@@ -242,18 +242,18 @@ class PPO(Algorithm):
             like = mb["log_probs"]
             coefficients = tuple(torch.tensor(c, dtype=like.dtype, device=like.device) for c in coefficients)
         inputs = (mb["obs"], mb["actions"], mb["log_probs"], mb["advantages"], mb["returns"], mb["values"])
-        if self.config.compile and not self._compiled:  # the first call compiles: a failure is the machine's
-            try:
-                loss, metrics = self._loss(*inputs, *coefficients)
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
-                raise ConfigError(
-                    f"--compile: torch.compile could not compile PPO's loss here ({type(exc).__name__}: "
-                    f"{first}); run without --compile"
-                ) from exc
-            self._compiled = True
-        else:
+        try:
             loss, metrics = self._loss(*inputs, *coefficients)
+        except Exception as exc:
+            if not self.config.compile or self._compiled:
+                raise
+            # the first call compiles: a failure there is the machine's (no C++ toolchain, ...)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise ConfigError(
+                f"--compile: torch.compile could not compile PPO's loss here ({type(exc).__name__}: "
+                f"{first}); run without --compile"
+            ) from exc
+        self._compiled = True
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics["stats/grad_norm"] = clip_and_step(self.optimizer, self.params, self.config.max_grad_norm)
