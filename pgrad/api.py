@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def train(
     env: str | EnvFactory = "CartPole-v1",
     *,
     env_kwargs: dict[str, Any] | None = None,
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train `algorithm` on `env` (a Gymnasium id or a callable returning an env).
@@ -37,7 +39,8 @@ def train(
     algorithm's own (see its `Config`), which start from pgrad's preset for the algorithm and env where there
     is one (`pgrad.algorithms.presets`; `preset=False` for the algorithm's defaults). Returns a summary:
     run_dir, global_step, wall_time, final eval, best_return. Ctrl-C writes a checkpoint and raises
-    `pgrad.errors.Interrupted` (continue with `resume`).
+    `pgrad.errors.Interrupted` (continue with `resume`). `on_evaluation(result)` is called after every
+    evaluation (result: global_step, mean_return, std_return, ...); an exception it raises ends the run.
 
     Example: `pgrad.train("reinforce", "CartPole-v1", total_steps=200_000, seed=1, baseline="value")`.
     """
@@ -49,7 +52,10 @@ def train(
     run = dataclasses.replace(RunConfig(env=env if isinstance(env, str) else "callable"), **run_options)
     applied = {k: v for k, v in preset(cls.name, env).items() if k not in algo_options} if run.preset else {}
     config = dataclasses.replace(cls.Config(), **applied, **algo_options)
-    return Trainer(cls, config, run, env=env, env_kwargs=env_kwargs, preset=applied).run()
+    trainer = Trainer(
+        cls, config, run, env=env, env_kwargs=env_kwargs, preset=applied, on_evaluation=on_evaluation
+    )
+    return trainer.run()
 
 
 def resume(

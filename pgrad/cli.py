@@ -516,7 +516,25 @@ def cmd_lab(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "resume": cmd_resume, "list": cmd_list, "lab": cmd_lab}
+def _workflow(name: str):
+    """`pgrad NAME ...` for a workflow command: pgrad.workflow.NAME.main, imported when it is run."""
+
+    def command(argv: Sequence[str]) -> int:
+        import importlib
+
+        return importlib.import_module(f"pgrad.workflow.{name}").main(argv)
+
+    return command
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "resume": cmd_resume,
+    "list": cmd_list,
+    "lab": cmd_lab,
+    **{name: _workflow(name) for name in ("compare", "tune", "record", "export", "report")},
+}
 
 
 def entry() -> None:

@@ -37,3 +37,19 @@ def did_you_mean(name: str, known) -> str:
     """' (did you mean X?)' for the closest of the `known` names, or '' when none is close."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def optional_import(module: str, extra: str, feature: str):
+    """Import an optional dependency, or raise one ConfigError saying which extra installs it.
+
+    `optional_import("optuna", "tune", "pgrad tune")` returns the optuna module, or fails with
+    "pgrad tune needs optuna: pip install 'pgrad[tune]'".
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{feature} needs {module.split('.')[0]}: pip install 'pgrad[{extra}]' ({exc})"
+        ) from None

@@ -204,3 +204,11 @@ def test_bad_config_files_are_one_line(tmp_path, monkeypatch, capsys, text, suff
     assert len(err.splitlines()) == 1 and err.startswith("pgrad: error: --config") and expected in err, err
     assert main(["train", "reinforce", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_a_missing_optional_dependency_names_the_extra_that_installs_it():
+    from pgrad.errors import ConfigError, optional_import
+
+    assert optional_import("json", "x", "feature").dumps(1) == "1"
+    with pytest.raises(ConfigError, match=r"pgrad tune needs no_such_pkg: pip install 'pgrad\[tune\]'"):
+        optional_import("no_such_pkg.sub", "tune", "pgrad tune")

@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"pgrad.algorithms"},
     {"pgrad.lab"},
     {"pgrad.api"},
+    {"pgrad.workflow"},  # compare, tune, record, export, report: built on the API
     {"pgrad"},  # the public facade (pgrad/__init__.py)
     {"pgrad.cli", "pgrad.demo"},
     {"pgrad.__main__"},  # `python -m pgrad`: the cli's entry

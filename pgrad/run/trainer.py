@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,12 @@ class Trainer:
         env_kwargs: dict[str, Any] | None = None,
         resume: bool = False,
         preset: dict[str, Any] | None = None,
+        on_evaluation: Callable[[dict[str, Any]], None] | None = None,
     ):
         """`preset`: the options of `algo_config` that came from pgrad's per-env preset (recorded in run.json
-        and announced on stderr)."""
+        and announced on stderr). `on_evaluation(result)` is called after each evaluation has been logged
+        (`result` holds global_step, mean_return, std_return, ...); an exception it raises (a tuner's
+        pruning signal, say) ends the run there, with the metrics written so far kept."""
         check_run_config(run)
         check_field_types(algo_config, algorithm.name)  # before num_envs & co. reach the env constructors
         self.cls = algorithm
@@ -107,6 +111,7 @@ class Trainer:
         self.env = env if env is not None else run.env
         self.env_kwargs = dict(env_kwargs or {})
         self.preset = dict(preset or {})
+        self.on_evaluation = on_evaluation
         self.label = env_label(self.env)
         use_threads(run.threads)
         self.device = torch.device(run.device)
@@ -372,6 +377,8 @@ class Trainer:
                                 and last_eval["mean_return"] >= run.target_return
                             )
                         logger.log(record)
+                        if evaluate and self.on_evaluation is not None:
+                            self.on_evaluation(last_eval)
                         sps = f"{record['charts/sps']:,.0f}"
                         recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
                         progress.update(task, completed=min(step, run.total_steps), ret=recent, sps=sps)
@@ -393,6 +400,8 @@ class Trainer:
                     record = {"global_step": step}
                     last_eval = self._evaluate_into(record, progress, task)
                     logger.log(record)
+                    if self.on_evaluation is not None:
+                        self.on_evaluation(last_eval)
                 if saved_at != step:
                     self.save()
         finally:
