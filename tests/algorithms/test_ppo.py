@@ -125,17 +125,18 @@ def test_continuous_with_normalisation(tmp_path):
 
 
 def test_learns_cartpole_quickly(tmp_path):
+    # pgrad's CartPole preset (rl-zoo's settings, lr 4e-3) solves in 5-10k steps on most seeds
     summary = pgrad.train(
         "ppo",
         "CartPole-v1",
-        total_steps=40_000,
+        total_steps=10_000,
         seed=0,
         run_dir=str(tmp_path),
         eval_episodes=10,
         eval_every=0,
         **QUIET,
     )
-    assert summary["eval"]["mean_return"] > 150, summary["eval"]
+    assert summary["eval"]["mean_return"] > 300, summary["eval"]
 
 
 def test_compiled_loss_matches_eager_in_one_graph():
