@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow mutation bench lint format clean
+.PHONY: demo test test-slow mutation bench docs lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/score_function.py
 
+# The documentation site (mkdocs.yml, docs/hooks.py) into site/; --strict: a broken link or anchor, a
+# docstring mkdocstrings cannot read or a failing `pgrad ... --help` fails the build. Offline: nothing fetched.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pgrad tests benchmarks
 
@@ -40,4 +45,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix pgrad tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
