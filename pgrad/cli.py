@@ -1,4 +1,4 @@
-"""Command line: `pgrad train|eval|resume|list`. Flags come from the dataclass configs through tyro.
+"""Command line: `pgrad train|eval|resume|list|lab` and the workflow commands (compare, tune, record, ...).
 
     pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
                 [--env-kwargs JSON] [--env-arg KEY=VALUE ...]     (the env constructor's keyword arguments)
@@ -7,6 +7,7 @@
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
     pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims | algorithms
+    pgrad compare|tune|record|export|report ...   the researcher's workflow (pgrad/workflow/)
 
 Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
 and exits with status 2, without a traceback (`--debug` anywhere on the line shows it). Ctrl-C or SIGTERM
@@ -27,7 +28,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import tyro
 
@@ -35,7 +36,7 @@ from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did
 from pgrad.run.config import RunConfig, use_threads
 
 C = TypeVar("C")
-USAGE = """usage: pgrad {train,eval,resume,list} ...
+USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
@@ -44,6 +45,11 @@ USAGE = """usage: pgrad {train,eval,resume,list} ...
   pgrad resume DIR [--total-steps N]        continue a run (Ctrl-C during training writes a checkpoint)
   pgrad list                      algorithms and how each estimates the policy gradient
   pgrad lab list | STUDY | claims | algorithms   the gradient lab: estimators, algorithms vs the exact ∇J
+  pgrad compare RUN_DIR... | --algos A,B --env ENV --seeds N   IQM and bootstrap CIs across seeds (rliable)
+  pgrad tune ALGO --env ENV --trials N      hyper-parameter search (Optuna TPE, median pruning, SQLite)
+  pgrad record DIR [--out FILE.mp4|.gif]    a video of the policy
+  pgrad export DIR --format onnx|torchscript   the deterministic policy as a standalone file
+  pgrad report DIR...                       curves and plain-language warnings (HTML and markdown)
 
 `pgrad train ALGO --help` lists an algorithm's flags; --debug shows the full traceback of any error."""
 
@@ -103,9 +109,15 @@ class ResumeArgs:
     threads: int | None = None
     """torch CPU threads."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show progress on stderr (a live bar on a terminal, plain lines in a file or CI log)."""
     tensorboard: bool | None = None
     """Also write TensorBoard scalars (True / False)."""
+    wandb: bool | None = None
+    """Also log to Weights & Biases (True / False); the W&B run of an earlier session continues."""
+    wandb_project: str | None = None
+    """W&B project (a project other than the run's earlier one starts a W&B run there, with the same id)."""
+    wandb_mode: Literal["online", "offline"] | None = None
+    """W&B mode: online or offline (default: the run's; unset there: WANDB_MODE, else online)."""
 
 
 def _parse(cls, args: Sequence[str], prog: str, default=None):

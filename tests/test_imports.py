@@ -24,9 +24,12 @@ LAYERS: list[set[str]] = [
     {"pgrad.algorithms"},
     {"pgrad.lab"},
     {"pgrad.api"},
-    {"pgrad.workflow"},  # compare, tune, record, export, report: built on the API
     {"pgrad"},  # the public facade (pgrad/__init__.py)
-    {"pgrad.cli", "pgrad.demo"},
+    {"pgrad.cli"},
+    # compare, tune, record, export, report: commands on the API that parse their flags with the cli's parser;
+    # the cli and the facade reach them by name only, when one is run
+    {"pgrad.workflow"},
+    {"pgrad.demo"},  # `make demo`: trains, evaluates and records a GIF
     {"pgrad.__main__"},  # `python -m pgrad`: the cli's entry
 ]
 

@@ -8,12 +8,13 @@ option and the type it expects.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pgrad.errors import ConfigError
+from pgrad.errors import ConfigError, optional_import
 
 
 def _describe(hint: Any) -> str:
@@ -88,6 +89,10 @@ class RunConfig:
     the options given override it. --no-preset: the algorithm's defaults."""
     run_dir: str | None = None
     """Folder for metrics, checkpoints and plots (default: runs/<algo>-<env>-s<seed>-<time>)."""
+    tag: str = ""
+    """A label for the run (one line, at most 64 characters), recorded in run.json: `pgrad compare
+    --label-by tag` groups runs by it and W&B gets it as the run's group and tag. Fixed once the run starts
+    (`pgrad resume` keeps it); edit run.json's "tag" to relabel a run."""
     eval_every: int = 25_000
     """Evaluate every this many env steps on separate envs (0: only at the end)."""
     eval_episodes: int = 10
@@ -112,9 +117,19 @@ class RunConfig:
     device: str = "cpu"
     """torch device for networks and rollouts."""
     progress: bool = True
-    """Show a progress bar with live return and steps/s."""
+    """Show progress on stderr: a live bar on a terminal; in a file, pipe or CI log a plain line every 10% of
+    total_steps or every 60 s, whichever comes first (step, train and eval return, steps/s, elapsed, ETA)."""
     tensorboard: bool = True
     """Also write TensorBoard scalars to run_dir/tb."""
+    wandb: bool = False
+    """Also log the scalars to Weights & Biases (needs pip install 'pgrad[wandb]'). The W&B run is named
+    after the run folder, keeps its files in run_dir/wandb, gets run.json as its config and --tag as its
+    group; a resume continues it."""
+    wandb_project: str = "pgrad"
+    """W&B project of the run."""
+    wandb_mode: Literal["online", "offline"] | None = None
+    """W&B mode: online, or offline (files only, upload later with `wandb sync`); None: W&B decides (the
+    WANDB_MODE environment variable, `wandb offline`, else online)."""
 
 
 def use_threads(threads: int | None) -> None:
@@ -146,10 +161,24 @@ def check_run_config(run: RunConfig) -> None:
         raise ConfigError(f"--eval-max-steps must be >= 1, got {run.eval_max_steps}")
     if run.keep_checkpoints < 1:
         raise ConfigError(f"--keep-checkpoints must be >= 1, got {run.keep_checkpoints}")
+    if len(run.tag) > 64 or not run.tag.isprintable():
+        raise ConfigError(f"--tag must be one line of at most 64 printable characters, got {run.tag!r}")
+    forbidden = any(c in _WANDB_PROJECT_FORBIDDEN for c in run.wandb_project)
+    if not run.wandb_project or len(run.wandb_project) > 128 or forbidden:
+        raise ConfigError(
+            f"--wandb-project must be 1 to 128 characters without {' '.join(_WANDB_PROJECT_FORBIDDEN)}, "
+            f"got {run.wandb_project!r}"
+        )
+    if run.wandb and importlib.util.find_spec("wandb") is None:  # say so before the run folder is made
+        optional_import("wandb", "wandb", "--wandb")
 
 
-# Run options `pgrad resume` may change: they decide when to evaluate, log and checkpoint, and how fast the
-# loop runs, never what is learned. Everything else comes from the run's run.json.
+_WANDB_PROJECT_FORBIDDEN = "/\\#?%:"  # characters W&B refuses in a project name
+
+
+# Run options `pgrad resume` may change: they decide when to evaluate, log and checkpoint, where the metrics
+# go and how fast the loop runs, never what is learned. Everything else comes from the run's run.json (the
+# tag too: it labels the run for good, and run.json, written once, is where `pgrad compare` reads it).
 RESUMABLE_OPTIONS = (
     "total_steps",
     "eval_every",
@@ -164,4 +193,7 @@ RESUMABLE_OPTIONS = (
     "threads",
     "progress",
     "tensorboard",
+    "wandb",
+    "wandb_project",
+    "wandb_mode",
 )

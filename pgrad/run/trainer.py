@@ -2,8 +2,10 @@
 
 A run lives in one folder (one writer at a time: see `pgrad.run.folder`):
     run.json            algorithm, run options and algorithm config (what `pgrad resume` rebuilds from)
-    metrics.jsonl       one JSON record per log interval (plus evaluation fields when one ran)
+    metrics.jsonl       one JSON record per log interval (plus evaluation fields when one ran; the fields:
+                        docs/harness.md, "Metrics")
     tb/                 TensorBoard scalars (same names as metrics.jsonl)
+    wandb/, wandb_id    with --wandb: the W&B run's files and its id (a resume logs into the same W&B run)
     checkpoints/        safetensors + JSON, written atomically (see pgrad.run.checkpoint): the newest few
                         (every --checkpoint-every steps, every --checkpoint-minutes, at the end and on
                         Ctrl-C/SIGTERM) and best/, the best-evaluated one
@@ -37,6 +39,7 @@ from pgrad.run.folder import RunLock, check_run_dir, read_run_file, write_run_fi
 from pgrad.run.interrupts import StopRequest
 from pgrad.run.logger import MetricsLogger, truncate_metrics
 from pgrad.run.plots import plot_learning_curve
+from pgrad.run.progress import Progress, progress_display
 from pgrad.run.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 
 __all__ = ["Trainer", "read_run_file"]
@@ -53,22 +56,6 @@ RESUME_OPTIONAL = (
 )
 # Parts whose shapes depend on where the run stood (envs mid-episode, a collector's last observations): not
 # compared with a fresh model's; their own load_state_dict checks them.
-
-
-def _progress(enabled: bool, total: int, label: str):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:>9,.0f}/{task.total:,.0f} steps"),
-        TextColumn("train return {task.fields[ret]}"),  # mean of the last 100 training episodes
-        TextColumn("{task.fields[sps]} steps/s"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-    )
-    task = progress.add_task(label, total=total, ret="-", sps="-")
-    return progress, task
 
 
 def fresh_dir(base: str) -> Path:
@@ -313,17 +300,16 @@ class Trainer:
         self._interval_step, self._interval_time = step, self.wall_time
         return record
 
-    def _evaluate_into(self, record: dict[str, Any], progress, task) -> dict[str, Any]:
-        """Evaluate (shown in the progress bar), add the result to `record`, keep the best checkpoint."""
-        description = progress.tasks[task].description
+    def _evaluate_into(self, record: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """Evaluate (shown in the progress display), add the result to `record`, keep the best checkpoint."""
         total = self.run_config.eval_episodes
 
         def shown(done: int) -> None:
-            progress.update(task, description=f"{description} · evaluating {done}/{total}")
+            progress.evaluating(done, total)
 
         shown(0)
         result = self.evaluate(on_episode=shown)
-        progress.update(task, description=description)
+        progress.evaluated()
         result["global_step"] = record["global_step"]
         record["eval/mean_return"] = result["mean_return"]
         record["eval/std_return"] = result["std_return"]
@@ -341,15 +327,21 @@ class Trainer:
         with how to continue; a second signal stops at once.
         """
         run = self.run_config
-        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
-        progress, task = _progress(run.progress, run.total_steps, f"{self.cls.name} {self.label}")
         last_eval: dict[str, Any] | None = None
         saved_at = -1
         reached = False
+        finished = False
+        logger: MetricsLogger | None = None
         self._last_save = time.monotonic()
         try:
+            wandb = None
+            if run.wandb:  # W&B's config: the run's options as this process runs them (a resume's included)
+                wandb = {"config": self._run_file(), "project": run.wandb_project, "mode": run.wandb_mode}
+                wandb["tag"] = run.tag
+            logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, wandb=wandb)
+            label = f"{self.cls.name} {self.label}"
+            progress = progress_display(run.progress, run.total_steps, label, start=self.envs.global_step)
             with progress, StopRequest() as stop:
-                progress.update(task, completed=min(self.envs.global_step, run.total_steps))
                 self._returns, self._lengths = [], []
                 self._interval_step, self._interval_time = self.envs.global_step, self.wall_time
                 while self.envs.global_step < run.total_steps and not reached and stop.signal is None:
@@ -369,7 +361,7 @@ class Trainer:
                     ):
                         record = self._record(metrics)
                         if evaluate:
-                            last_eval = self._evaluate_into(record, progress, task)
+                            last_eval = self._evaluate_into(record, progress)
                             while self.next_eval <= step:
                                 self.next_eval += run.eval_every
                             reached = (
@@ -379,9 +371,12 @@ class Trainer:
                         logger.log(record)
                         if evaluate and self.on_evaluation is not None:
                             self.on_evaluation(last_eval)
-                        sps = f"{record['charts/sps']:,.0f}"
-                        recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
-                        progress.update(task, completed=min(step, run.total_steps), ret=recent, sps=sps)
+                        progress.update(
+                            step,
+                            train_return=float(np.mean(self.recent_returns)) if self.recent_returns else None,
+                            sps=record["charts/sps"],
+                            eval_return=record.get("eval/mean_return"),
+                        )
                     if checkpoint:
                         self.save()
                         saved_at = step
@@ -398,14 +393,17 @@ class Trainer:
                     )
                 if run.eval_episodes > 0 and (last_eval is None or last_eval["global_step"] != step):
                     record = {"global_step": step}
-                    last_eval = self._evaluate_into(record, progress, task)
+                    last_eval = self._evaluate_into(record, progress)
                     logger.log(record)
+                    progress.update(eval_return=last_eval["mean_return"])
                     if self.on_evaluation is not None:
                         self.on_evaluation(last_eval)
                 if saved_at != step:
                     self.save()
+            finished = True
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close(failed=not finished)
             self.close()
         plot_learning_curve(self.run_dir)
         return {
