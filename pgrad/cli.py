@@ -592,6 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("pgrad: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`pgrad compare ... | head`): stop quietly, as `cat` does
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # 128 + SIGPIPE
     except Exception as exc:  # a bug or an unexpected failure: one line, the traceback with --debug
         if debug:
             raise

@@ -138,3 +138,21 @@ def test_the_console_script_exits_fast_with_everything_written(tmp_path):
         [sys.executable, "-m", "pgrad", "train", "nope"], capture_output=True, text=True, env=env
     )
     assert failing.returncode == 2 and "unknown algorithm" in failing.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(monkeypatch, capfd):
+    # `pgrad compare ... | head -1`: once the reader has gone, a print fails with BrokenPipeError, which must
+    # end the command with 128 + SIGPIPE and no "internal error" line.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stdout = os.fdopen(write_end, "w", buffering=1)
+
+    def chatty(argv):
+        print("a line nobody reads")
+        return 0
+
+    monkeypatch.setitem(pgrad.cli.COMMANDS, "chatty", chatty)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["chatty"]) == 141
+    print("written to /dev/null now")  # the pipe's descriptor was pointed at /dev/null: no error at exit
+    assert capfd.readouterr().err == ""
