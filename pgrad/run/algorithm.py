@@ -48,6 +48,10 @@ class Algorithm:
     # Parts of `state_dict()` whose shapes depend on the run (e.g. a replay buffer's filled part): a
     # resume does not compare them with a fresh model's; `load_state_dict` must check them itself.
     free_state: ClassVar[tuple[str, ...]] = ()
+    # What `pgrad tune` searches, declared beside each Config without importing optuna: Config field ->
+    # ("log", low, high) (log-uniform float), ("float", low, high), ("int", low, high) or ("categorical",
+    # (choice, ...)). Empty here: `pgrad tune` refuses an algorithm that declares none.
+    search_space: ClassVar[dict[str, tuple]] = {}
 
     policy: Policy
 

@@ -24,7 +24,7 @@ on a 2-core CPU, so the default here is 256×256 (`--critic-hidden-sizes 2048 20
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -60,6 +60,15 @@ class CrossQ(sac.SAC):
     family = "learned critic"
     summary = "CrossQ: SAC's reparameterised gradient, batch-normalised critics, no target networks"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): around the paper's lr 1e-3, β₁ 0.5, policy delay 3.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-4, 3e-3),
+        "critic_lr": ("log", 1e-4, 3e-3),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "batch_size": ("categorical", (128, 256, 512)),
+        "policy_delay": ("categorical", (1, 2, 3)),
+        "adam_beta1": ("categorical", (0.5, 0.9)),
+    }
 
     def __init__(self, config: Config, *args, **kwargs):
         if config.policy_delay < 1 or not 0 < config.bn_momentum <= 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -124,6 +124,18 @@ class DDPG(DeterministicActorCritic):
     family = "learned critic"
     summary = "DDPG: deterministic policy gradient ∇ₐQ·∇θμ through a learned critic, Polyak targets"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_ddpg_params (one learning rate
+    # there, two here; noise std from 0.05 rather than 0).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-5, 1e-2),
+        "critic_lr": ("log", 1e-5, 1e-2),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "batch_size": ("categorical", (64, 100, 128, 256, 512)),
+        "tau": ("categorical", (0.001, 0.005, 0.01, 0.02, 0.05, 0.08)),
+        "noise": ("categorical", ("gaussian", "ou")),
+        "noise_std": ("float", 0.05, 1.0),
+        "hidden_sizes": ("categorical", ((64, 64), (256, 256), (400, 300))),
+    }
 
     def update(self, batch: ReplayBatch) -> dict[str, Tensor]:
         with torch.no_grad():

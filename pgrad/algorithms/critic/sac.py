@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -76,6 +76,15 @@ class SAC(OffPolicy):
     family = "learned critic"
     summary = "SAC: reparameterised tanh-Gaussian through min of twin soft Q critics, auto temperature"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_sac_params (α auto-tuned there too).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-5, 1e-2),
+        "critic_lr": ("log", 1e-5, 1e-2),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "batch_size": ("categorical", (64, 128, 256, 512)),
+        "tau": ("categorical", (0.001, 0.005, 0.01, 0.02, 0.05, 0.08)),
+        "hidden_sizes": ("categorical", ((64, 64), (256, 256), (400, 300))),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from gymnasium import spaces
@@ -67,6 +68,16 @@ class DiscreteSAC(OffPolicy):
     family = "learned critic"
     summary = "discrete SAC: exact expectation Σ_a π(a|s)[min Q − α log π] instead of reparameterisation"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): step sizes, γ, batch, τ, the fixed temperature α, n.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-5, 1e-2),
+        "critic_lr": ("log", 1e-5, 1e-2),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "batch_size": ("categorical", (32, 64, 128, 256)),
+        "tau": ("categorical", (0.005, 0.01, 0.05, 0.1)),
+        "alpha": ("log", 1e-3, 0.5),
+        "n_step": ("categorical", (1, 3, 5)),
+    }
     action_spaces = (spaces.Discrete,)
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):

@@ -17,6 +17,7 @@ Defaults: the paper's and Stable-Baselines3's (256×256 ReLU, Adam 1e-3, batch 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -43,6 +44,11 @@ class TD3(ddpg.DeterministicActorCritic):
     family = "learned critic"
     summary = "TD3: deterministic PG through Q₁ with clipped double-Q targets, smoothing, delayed actor"
     Config = Config
+    # `pgrad tune`'s search: DDPG's (rl-zoo's sample_td3_params is the same) and the actor's delay.
+    search_space: ClassVar[dict[str, tuple]] = {
+        **ddpg.DDPG.search_space,
+        "policy_delay": ("categorical", (1, 2, 3)),
+    }
     critics = 2
 
     def __init__(self, config: Config, *args, **kwargs):

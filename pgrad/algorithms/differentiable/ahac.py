@@ -33,7 +33,7 @@ pgrad/ContactToy-v0 at 2 m/s peaks near 63).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -72,6 +72,14 @@ class AHAC(TwinCritics, SHAC):
     family = "differentiable simulator"
     summary = "AHAC: SHAC with no gradient through stiff contact and a window adapted by dual ascent"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): SHAC's without the horizon (adapted here), its ceiling.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-4, 1e-2),
+        "critic_lr": ("log", 1e-4, 1e-2),
+        "gamma": ("categorical", (0.98, 0.99, 0.995)),
+        "lam": ("categorical", (0.9, 0.95, 0.99)),
+        "horizon_max": ("categorical", (32, 64, 128)),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         check_at_least(config, 1, "horizon_min", "critics")

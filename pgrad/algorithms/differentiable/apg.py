@@ -17,7 +17,7 @@ envs, a deterministic tanh-squashed policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -65,6 +65,13 @@ class APG(Algorithm):
     family = "differentiable simulator"
     summary = "APG: truncated BPTT through the simulator over h-step windows, no critic"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): step size, BPTT horizon, γ, gradient clip.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-5, 1e-2),
+        "horizon": ("categorical", (8, 16, 32, 64)),
+        "gamma": ("categorical", (0.95, 0.98, 0.99, 0.995)),
+        "max_grad_norm": ("categorical", (0.5, 1.0, 5.0)),
+    }
     differentiable = True
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):

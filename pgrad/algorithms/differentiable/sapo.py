@@ -21,7 +21,7 @@ Defaults: SHAC's (64 envs × 32-step windows, ELU + LayerNorm 64×64, actor 5e-3
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -56,6 +56,16 @@ class SAPO(TwinCritics, SHAC):
     family = "differentiable simulator"
     summary = "SAPO: maximum-entropy SHAC, entropy inside the differentiable return, auto temperature"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): SHAC's and the entropy temperature's start and step size.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-4, 1e-2),
+        "critic_lr": ("log", 1e-4, 1e-2),
+        "horizon": ("categorical", (16, 32, 64)),
+        "gamma": ("categorical", (0.98, 0.99, 0.995)),
+        "lam": ("categorical", (0.9, 0.95, 0.99)),
+        "init_alpha": ("log", 0.01, 1.0),
+        "alpha_lr": ("log", 1e-4, 1e-2),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         check_at_least(config, 1, "critics")

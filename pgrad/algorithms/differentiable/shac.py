@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +97,15 @@ class SHAC(Algorithm):
     family = "differentiable simulator"
     summary = "SHAC: BPTT over short windows closed by a learned critic's γ^h V(s_h), TD(λ) critic"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): step sizes, the short horizon, γ, TD(λ), critic updates.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "actor_lr": ("log", 1e-4, 1e-2),
+        "critic_lr": ("log", 1e-4, 1e-2),
+        "horizon": ("categorical", (16, 32, 64)),
+        "gamma": ("categorical", (0.98, 0.99, 0.995)),
+        "lam": ("categorical", (0.9, 0.95, 0.99)),
+        "critic_iterations": ("categorical", (4, 8, 16)),
+    }
     differentiable = True
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):

@@ -32,7 +32,7 @@ separate optimisers differ from it only in the clip (per network here).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from gymnasium import spaces
@@ -148,6 +148,16 @@ class A2C(Algorithm):
     family = "score function"
     summary = "A2C: one step per short rollout on Σ ∇log π · Ψ, Ψ = n-step/TD/GAE advantage or Q critic"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_a2c_params (its n_steps is for one
+    # env; here per sub-env, around SB3's 5).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-5, 2e-3),
+        "num_steps": ("categorical", (5, 8, 16, 32, 64)),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "ent_coef": ("log", 1e-8, 0.1),
+        "max_grad_norm": ("float", 0.3, 2.0),
+        "normalize_advantages": ("categorical", (False, True)),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -140,6 +140,15 @@ class GRPO(Algorithm):
     family = "score function"
     summary = "GRPO / Dr. GRPO: clipped ratio, group-relative outcome advantages, k3 KL to a frozen reference"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune; RLOO inherits it): step size, group size, epochs, ε and
+    # the KL weight β (0: none, as DAPO; 0.04: DeepSeekMath's).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 1e-2),
+        "group_size": ("categorical", (4, 8, 16)),
+        "update_epochs": ("categorical", (1, 4, 10)),
+        "clip_coef": ("categorical", (0.1, 0.2, 0.3)),
+        "beta": ("categorical", (0.0, 0.01, 0.04, 0.1)),
+    }
 
     def __init__(self, config: GroupConfig, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -142,6 +142,16 @@ class ImportanceSampledPG(Algorithm):
     family = "score function"
     summary = "off-policy REINFORCE: trajectory or per-decision importance weights, truncation, WIS, replay"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): step size, γ, batch, how stale the behaviour policy gets
+    # and how often each batch is reused, the weights' form.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 1e-2),
+        "gamma": ("categorical", (0.95, 0.98, 0.99, 0.995, 0.999)),
+        "episodes_per_update": ("categorical", (8, 16, 32)),
+        "refresh_every": ("categorical", (1, 2, 4, 8)),
+        "updates_per_batch": ("categorical", (1, 2, 4)),
+        "weights": ("categorical", ("trajectory", "per_decision")),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

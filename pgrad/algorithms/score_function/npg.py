@@ -13,7 +13,7 @@ value function is fitted separately by Adam on the GAE returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.distributions import kl_divergence
@@ -93,6 +93,17 @@ class NPG(Algorithm):
     family = "score function"
     summary = "natural PG: F⁻¹∇J by conjugate gradient on Fisher-vector products, step scaled to KL δ"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_trpo_params: the KL radius (its
+    # target_kl), CG steps, critic updates, γ, λ, the batch.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "max_kl": ("log", 1e-3, 0.1),
+        "num_steps": ("categorical", (64, 128, 256, 512, 1024)),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "gae_lambda": ("categorical", (0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0)),
+        "cg_iterations": ("categorical", (5, 10, 20)),
+        "value_lr": ("log", 1e-4, 1e-2),
+        "value_epochs": ("categorical", (5, 10, 20)),
+    }
 
     def __init__(self, config: Any, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -24,7 +24,7 @@ CleanRL's ppo.py (4 envs, lr 2.5e-4, 4 epochs, c_e 0.01, value clipping on) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -140,6 +140,19 @@ class PPO(Algorithm):
     family = "score function"
     summary = "PPO: minibatch epochs on the clipped (or KL-penalised) ratio surrogate with GAE(λ) advantages"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_ppo_params (lr up to 1e-2: the
+    # CartPole preset's 4e-3 is above its 2e-3; γ and λ from its categorical lists; minibatches by count).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-5, 1e-2),
+        "num_steps": ("categorical", (32, 64, 128, 256, 512, 1024, 2048)),
+        "num_minibatches": ("categorical", (1, 4, 8, 16, 32)),
+        "update_epochs": ("categorical", (1, 5, 10, 20)),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "gae_lambda": ("categorical", (0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0)),
+        "clip_coef": ("categorical", (0.1, 0.2, 0.3, 0.4)),
+        "ent_coef": ("log", 1e-8, 0.1),
+        "max_grad_norm": ("float", 0.3, 2.0),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -31,7 +31,7 @@ Each update resets the envs (seeds derived from the run seed and the iteration) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -136,6 +136,14 @@ class Reinforce(Algorithm):
     family = "score function"
     summary = "naive PG / REINFORCE: Σ ∇log π · (G − b), b ∈ {none, mean, per-step, optimal, learned V}"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): step sizes, discount, episodes per update, baseline.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 1e-2),
+        "gamma": ("categorical", (0.95, 0.98, 0.99, 0.995, 0.999)),
+        "episodes_per_update": ("categorical", (8, 16, 32)),
+        "baseline": ("categorical", ("mean", "per_step", "value")),
+        "value_lr": ("log", 1e-4, 1e-2),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)

@@ -13,6 +13,7 @@ Fisher matrix (Hessian of KL(π_old ‖ πθ) at θ_old), solved by conjugate gr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -46,6 +47,11 @@ class TRPO(npg.NPG):
     family = "score function"
     summary = "TRPO: natural step by CG on Fisher-vector products + KL-constrained backtracking line search"
     Config = Config
+    # `pgrad tune`'s search: NPG's and the line search's shrink factor (rl-zoo's choices).
+    search_space: ClassVar[dict[str, tuple]] = {
+        **npg.NPG.search_space,
+        "shrink": ("categorical", (0.6, 0.7, 0.8, 0.9)),
+    }
 
     def __init__(self, config: Config, *args, **kwargs):
         if not 0.0 < config.shrink < 1.0 or config.backtracks < 1:

@@ -27,7 +27,7 @@ larger policy step (lr 3e-3), which reached 500 within 25k–50k steps on seeds 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -100,6 +100,14 @@ class VPG(Algorithm):
     family = "score function"
     summary = "vanilla PG: one step on Σ ∇log π · GAE(λ) per batch, value net fitted on the λ-returns"
     Config = Config
+    # `pgrad tune`'s search (pgrad.workflow.tune): both step sizes, γ, GAE λ (rl-zoo's), the batch.
+    search_space: ClassVar[dict[str, tuple]] = {
+        "lr": ("log", 1e-4, 1e-2),
+        "value_lr": ("log", 1e-4, 1e-2),
+        "gamma": ("categorical", (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)),
+        "gae_lambda": ("categorical", (0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0)),
+        "steps_per_epoch": ("categorical", (500, 1000, 2000, 4000)),
+    }
 
     def __init__(self, config: Config, envs: VecEnv, seed: int, device: torch.device, total_steps: int):
         super().__init__(config, envs, seed, device, total_steps)
