@@ -139,7 +139,8 @@ def _parse(cls, args: Sequence[str], prog: str, default=None):
         raise ConfigError(f"{_one_line(captured.getvalue())} (see `{prog} --help`)") from None
     if unknown:
         known = [f"--{f.name.replace('_', '-')}" for f in _flag_fields(cls, default)]
-        hints = "; ".join(f"{u}{did_you_mean(u.split('=')[0], known)}" for u in unknown)
+        flags = [u for u in unknown if u.startswith("-")] or unknown  # `--trails 3`: name the flag, not its 3
+        hints = "; ".join(f"{u}{did_you_mean(u.split('=')[0], known)}" for u in flags)
         raise ConfigError(f"unknown option(s) {hints} for `{prog}` (see `{prog} --help`)")
     return parsed
 
@@ -190,7 +191,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     env_kwargs = {**(data.get("env_kwargs") or {}), **env_kwargs}
     # The preset depends on --env, so it is looked up before parsing; the file, then the flags override it.
     env = _flag_value(rest, "--env") or run_values.get("env") or RunConfig().env
-    options = preset(cls.name, env) if "--no-preset" not in argv else {}
+    use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))
+    options = preset(cls.name, env) if use_preset else {}
     args = _parse(
         TrainArgs[cls.Config],
         rest,

@@ -19,7 +19,7 @@ def pgrad(*args, cwd=None):
     [
         (["train", "nosuch"], "unknown algorithm 'nosuch'"),
         (["train", "reinforce", "--env", "NoSuchEnv-v3", "--total-steps", "10"], "env 'NoSuchEnv-v3'"),
-        (["train", "reinforce", "--no-such-flag", "1"], "unknown option(s) --no-such-flag"),
+        (["train", "reinforce", "--no-such-flag", "1"], "unknown option(s) --no-such-flag for"),  # not "; 1"
         (["train", "reinforce", "--seed", "abc"], "--seed"),
         (["train", "reinforce", "--baseline", "magic"], "invalid choice 'magic'"),
         (["train", "reinforce", "--gamma", "1.5", "--total-steps", "10"], "gamma must be in [0, 1]"),
@@ -181,6 +181,17 @@ def test_a_toml_config_sits_between_the_preset_and_the_flags(tmp_path):
     assert (
         saved["config"]["num_envs"] == 8 and "lr" not in saved["preset"]
     )  # the preset, where not overridden
+
+
+def test_a_config_file_can_turn_the_preset_off_and_a_flag_turns_it_back_on(tmp_path):
+    config = tmp_path / "ppo.toml"
+    config.write_text("[run]\npreset = false\ntotal_steps = 256\n")
+    for flags, num_steps in (([], 128), (["--preset"], 32)):  # PPO's default rollout; the CartPole preset's
+        run_dir = tmp_path / f"run{len(flags)}"
+        argv = ["train", "ppo", "--config", str(config), *flags, "--eval-episodes", "1", "--no-progress"]
+        assert main([*argv, "--run-dir", str(run_dir)]) == 0
+        saved = json.loads((run_dir / "run.json").read_text())
+        assert saved["config"]["num_steps"] == num_steps and saved["run"]["preset"] == bool(flags)
 
 
 @pytest.mark.parametrize(
