@@ -25,6 +25,13 @@ _PUBLIC = {
     "get_algorithm": "pgrad.algorithms",
     "list_algorithms": "pgrad.algorithms",
     "make_env": "pgrad.envs.make",
+    # the researcher's workflow (pgrad/workflow/): reached by name only, they sit above this facade
+    "compare": "pgrad.workflow.compare",
+    "compare_algorithms": "pgrad.workflow.compare",
+    "export": "pgrad.workflow.export",
+    "record": "pgrad.workflow.record",
+    "report": "pgrad.workflow.report",
+    "tune": "pgrad.workflow.tune",
 }
 
 __all__ = [
@@ -34,13 +41,19 @@ __all__ = [
     "GymVecEnv",
     "PgradError",
     "VecEnv",
+    "compare",
+    "compare_algorithms",
     "evaluate",
+    "export",
     "get_algorithm",
     "list_algorithms",
     "load",
     "make_env",
+    "record",
+    "report",
     "resume",
     "train",
+    "tune",
 ]
 
 if TYPE_CHECKING:
