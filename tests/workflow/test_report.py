@@ -20,6 +20,7 @@ from pgrad.cli import main as cli_main
 from pgrad.errors import ConfigError
 from pgrad.run.config import RunConfig
 from pgrad.run.folder import write_run_file
+from pgrad.workflow import diagnose as diag
 from pgrad.workflow import report as rep
 
 N = 100  # records, one per 1,000 env steps; an evaluation every 10
@@ -77,7 +78,7 @@ def write_run(path: Path, recs: list[dict], algorithm: str = "ppo", **config) ->
 
 
 def codes(path: Path) -> list[str]:
-    return sorted({w["code"] for w in rep.diagnose(path)})
+    return sorted({w["code"] for w in diag.diagnose(path)})
 
 
 def after(fraction: float, then, before):
@@ -86,8 +87,8 @@ def after(fraction: float, then, before):
 
 
 def test_a_healthy_run_has_no_warnings_and_every_rule_ran(tmp_path):
-    run = rep.read_run(write_run(tmp_path / "ok", records()))
-    result = rep.checks(run)
+    run = diag.read_run(write_run(tmp_path / "ok", records()))
+    result = diag.checks(run)
     assert [f for c in result for f in c.findings] == []
     assert {c.code for c in result if c.status == "ok"} == {
         "non_finite", "no_learning", "return_collapse", "eval_below_train", "entropy_collapse", "kl_spike",
@@ -134,21 +135,21 @@ PATHOLOGIES = {
 def test_each_pathology_triggers_exactly_its_warning(tmp_path, code):
     path = write_run(tmp_path / code, records(**PATHOLOGIES[code]))
     assert codes(path) == [code]
-    for warning in rep.diagnose(path):
+    for warning in diag.diagnose(path):
         assert warning["message"].endswith(".") and "\n" not in warning["message"]
         assert warning["step"] is None or warning["step"] % 1000 == 0
 
 
 def test_warnings_name_the_step_and_the_numbers(tmp_path):
-    kl = rep.diagnose(write_run(tmp_path / "kl", records(**PATHOLOGIES["kl_spike"])))
+    kl = diag.diagnose(write_run(tmp_path / "kl", records(**PATHOLOGIES["kl_spike"])))
     assert [w["step"] for w in kl] == [30_000]
     assert "3 of 100 records" in kl[0]["message"] and "0.3 at step 30,000" in kl[0]["message"]
-    nan = rep.diagnose(write_run(tmp_path / "nan", records(**PATHOLOGIES["non_finite"])))
+    nan = diag.diagnose(write_run(tmp_path / "nan", records(**PATHOLOGIES["non_finite"])))
     assert nan[0]["step"] == 71_000 and "loss/value at 30 of 100 records" in nan[0]["message"]
-    entropy = rep.diagnose(write_run(tmp_path / "h", records(**PATHOLOGIES["entropy_collapse"])))
+    entropy = diag.diagnose(write_run(tmp_path / "h", records(**PATHOLOGIES["entropy_collapse"])))
     assert entropy[0]["step"] == 20_000 and "1% of its first logged value, 0.69," in entropy[0]["message"]
-    collapse = rep.diagnose(write_run(tmp_path / "c", records(**PATHOLOGIES["return_collapse"])))
-    assert {w["metric"] for w in collapse} == {rep.TRAIN, rep.EVAL}  # both curves, each said once
+    collapse = diag.diagnose(write_run(tmp_path / "c", records(**PATHOLOGIES["return_collapse"])))
+    assert {w["metric"] for w in collapse} == {diag.TRAIN, diag.EVAL}  # both curves, each said once
 
 
 def test_a_collapse_is_dated_from_its_last_fall_and_explained_by_the_entropy(tmp_path):
@@ -161,16 +162,16 @@ def test_a_collapse_is_dated_from_its_last_fall_and_explained_by_the_entropy(tmp
         stats__entropy=lambda x, i, z: 0.6 if x < 0.7 else 1e-6,
     )
     recs = records(**curves)
-    warnings = rep.diagnose(write_run(tmp_path / "a2c", recs))
+    warnings = diag.diagnose(write_run(tmp_path / "a2c", recs))
     assert [(w["code"], w["metric"]) for w in warnings] == [
-        ("return_collapse", rep.TRAIN),
-        ("return_collapse", rep.EVAL),
+        ("return_collapse", diag.TRAIN),
+        ("return_collapse", diag.EVAL),
     ]
     train, ev = warnings
     assert train["step"] == 81_000 and "(half the gain) since step 81,000" in train["message"]
     assert "Its entropy ended at 1e-06 (0% of 0.6)" in train["message"]
     # the start is the initial policy's return (the first record), not the lowest one (the collapsed end)
-    assert f"over its start ({rep._n(recs[0][rep.TRAIN])})" in train["message"]
+    assert f"over its start ({diag.num(recs[0][diag.TRAIN])})" in train["message"]
     assert ev["step"] == 80_000 and "over the first training return (" in ev["message"]
     assert "entropy" not in ev["message"]  # said once
 
@@ -213,10 +214,10 @@ def test_entropy_is_measured_against_log_a_for_discrete_actions(tmp_path):
     assert codes(path) == ["no_learning"]
     space = {"type": "Discrete", "n": 2, "start": 0}
     save_checkpoint(path / "checkpoints", N * 1000, {"policy": {"action_space": space}})
-    (warning,) = [w for w in rep.diagnose(path) if w["code"] == "entropy_collapse"]
+    (warning,) = [w for w in diag.diagnose(path) if w["code"] == "entropy_collapse"]
     assert warning["step"] == 1000 and "0% of the uniform policy's 0.6931" in warning["message"]
-    assert rep.max_entropy({"type": "MultiDiscrete", "nvec": [2, 3]}) == pytest.approx(math.log(6))
-    assert rep.max_entropy({"type": "Box", "shape": [1]}) is None
+    assert diag.max_entropy({"type": "MultiDiscrete", "nvec": [2, 3]}) == pytest.approx(math.log(6))
+    assert diag.max_entropy({"type": "Box", "shape": [1]}) is None
 
 
 def test_look_alikes_of_a_pathology_are_not_warned(tmp_path):
@@ -243,8 +244,8 @@ def test_rules_that_do_not_apply_are_skipped_and_said(tmp_path):
     assert codes(write_run(tmp_path / "is", spiky, algorithm="is_pg")) == []
     low = records(**PATHOLOGIES["entropy_collapse"])
     assert codes(write_run(tmp_path / "sac", low, algorithm="sac")) == []
-    run = rep.read_run(write_run(tmp_path / "bare", records(stats__approx_kl=None)))
-    skipped = {c.code: c.note for c in rep.checks(run) if c.status == "skipped"}
+    run = diag.read_run(write_run(tmp_path / "bare", records(stats__approx_kl=None)))
+    skipped = {c.code: c.note for c in diag.checks(run) if c.status == "skipped"}
     assert skipped == {"kl_spike": "stats/approx_kl is not logged by this run"}
 
 
@@ -260,7 +261,7 @@ def test_config_lists_the_options_that_differ_from_the_defaults(tmp_path):
     info = json.loads((path / "run.json").read_text())
     info["preset"] = {"lr": 1e-3}
     (path / "run.json").write_text(json.dumps(info))
-    rows = rep.config_changes(rep.read_run(path))
+    rows = rep.config_changes(diag.read_run(path))
     assert rows[:2] == [("hidden_sizes", "[32, 32]", "[64, 64]"), ("lr (preset)", "0.001", "0.0003")]
     assert ("run.total_steps", "100000", "100000") not in rows and len(rows) == 2
 
@@ -352,7 +353,7 @@ def test_group_page_and_python_api(tmp_path):
     assert "# Report: 2 runs" in markdown and "### a" in markdown and "### b" in markdown
     assert all(Path(p).is_file() for p in page["images"])
     # several runs without --group: one page each, in its own folder (runs with only a return: one panel)
-    bare = {k.replace("/", "__"): None for k in HEALTHY if k not in (rep.TRAIN, rep.EVAL)}
+    bare = {k.replace("/", "__"): None for k in HEALTHY if k not in (diag.TRAIN, diag.EVAL)}
     a, b = write_run(tmp_path / "c" / "a", records(**bare)), write_run(tmp_path / "c" / "b", records(**bare))
     result = rep.report([a, b])
     assert [p["html"] for p in result["pages"]] == [
