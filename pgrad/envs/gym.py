@@ -70,7 +70,9 @@ def _import_env_module(module: str) -> None:
         importlib.import_module(module)
 
 
-def _make_one(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
+def make_single_env(env: str | EnvFactory, env_kwargs: dict[str, Any]) -> gym.Env:
+    """One Gymnasium env from an id (`module:EnvName-vN` imports the module first) or a callable, with
+    one-line errors naming the env; what every sub-env of `GymVecEnv` and `pgrad record` are made with."""
     if isinstance(env, str):
         if ":" in env:
             # Gymnasium's `module:EnvName-vN` form imports the module (which registers the env) first.
@@ -188,7 +190,7 @@ class GymVecEnv:
         self.dtype = dtype
         self.check_finite = check_finite
         kwargs = dict(env_kwargs or {})
-        probe = _make_one(env, kwargs)
+        probe = make_single_env(env, kwargs)
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
         self.spec_id = probe.spec.id if probe.spec is not None else None
@@ -204,7 +206,7 @@ class GymVecEnv:
         self.obs_dim = obs_dim(self.single_observation_space)
 
         def factory(index: int) -> EnvFactory:
-            return lambda: _Contract(_make_one(env, kwargs), index)
+            return lambda: _Contract(make_single_env(env, kwargs), index)
 
         self._envs = SyncVectorEnv(
             [factory(i) for i in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP

@@ -183,7 +183,7 @@ def _check_suffix(path: Path) -> None:
 
 def _render_env(env_id: str, env_kwargs: dict[str, Any]):
     """The run's env with render_mode="rgb_array", or a one-line EnvError for an env that cannot render."""
-    from pgrad.envs.gym import _make_one
+    from pgrad.envs.gym import make_single_env
 
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
@@ -191,7 +191,7 @@ def _render_env(env_id: str, env_kwargs: dict[str, Any]):
         # rgb_array rendering needs no display; without one, SDL (pygame) prints an XDG_RUNTIME_DIR error
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     env_kwargs.pop("render_mode", None)
-    probe = _make_one(env_id, env_kwargs)
+    probe = make_single_env(env_id, env_kwargs)
     modes = list(probe.metadata.get("render_modes") or [])
     probe.close()
     if "rgb_array" not in modes:
@@ -199,7 +199,7 @@ def _render_env(env_id: str, env_kwargs: dict[str, Any]):
             f"env '{env_id}' cannot render RGB frames (its render modes: {', '.join(modes) or 'none'}); "
             "pgrad record needs an env with render_mode 'rgb_array'"
         )
-    return _make_one(env_id, {**env_kwargs, "render_mode": "rgb_array"})
+    return make_single_env(env_id, {**env_kwargs, "render_mode": "rgb_array"})
 
 
 def _rgb(frame: Any, env: str) -> np.ndarray:
