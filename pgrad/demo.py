@@ -67,7 +67,7 @@ def gif(run_dir: str) -> Path | None:
 
     try:
         # every 2nd of CartPole's 50 frames a second, played at 25 fps: real time
-        video = record(run_dir, out=out, seed=12345, every=2, downscale=2, fps=25)
+        video = record(run_dir, out=out, seed=12345, every=2, downscale=2)
     except Exception as exc:  # the GIF is a bonus: a machine that cannot render still gets the demo
         print(f"no GIF of the policy ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         return None

@@ -44,7 +44,7 @@ class RecordArgs:
     seed: int = 0
     """Seed of the env's first reset (later episodes continue its random stream) and of sampled actions."""
     fps: float | None = None
-    """Frames per second of the video (default: the env's render_fps, else 30)."""
+    """Frames per second of the video (default: real time, the env's render_fps (else 30) / --every)."""
     max_steps: int | None = None
     """Cut each episode after this many steps (default: the env's time limit; 1,000 without one)."""
     every: int = 1
@@ -115,7 +115,8 @@ def record(
     _check_video_modules(path)  # a missing extra: one line before any env is built
     env = _render_env(str(saved["env"]), dict(saved.get("env_kwargs") or {}))
     label = str(saved["env"])
-    fps = float(fps if fps is not None else env.metadata.get("render_fps") or DEFAULT_FPS)
+    # real time by default: K-th frames of render_fps a second play at render_fps / K
+    fps = float(fps if fps is not None else (env.metadata.get("render_fps") or DEFAULT_FPS) / every)
     time_limit = getattr(env.spec, "max_episode_steps", None)
     cap = max_steps if max_steps is not None else (None if time_limit else DEFAULT_MAX_STEPS)
     returns: list[float] = []
