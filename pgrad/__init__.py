@@ -26,6 +26,7 @@ _PUBLIC = {
     "list_algorithms": "pgrad.algorithms",
     "make_env": "pgrad.envs.make",
     # the researcher's workflow (pgrad/workflow/): reached by name only, they sit above this facade
+    "bc": "pgrad.workflow.bc",
     "compare": "pgrad.workflow.compare",
     "compare_algorithms": "pgrad.workflow.compare",
     "export": "pgrad.workflow.export",
@@ -41,6 +42,7 @@ __all__ = [
     "GymVecEnv",
     "PgradError",
     "VecEnv",
+    "bc",
     "compare",
     "compare_algorithms",
     "evaluate",

@@ -36,7 +36,7 @@ from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did
 from pgrad.run.config import RunConfig, use_threads
 
 C = TypeVar("C")
-USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report} ...
+USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report,bc} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
@@ -50,6 +50,7 @@ USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,r
   pgrad record DIR [--out FILE.mp4|.gif]    a video of the policy
   pgrad export DIR --format onnx|torchscript   the deterministic policy as a standalone file
   pgrad report DIR...                       curves and plain-language warnings (HTML and markdown)
+  pgrad bc --env ENV --from-run DIR --episodes K   behaviour cloning into a run folder (--init-from it)
 
 `pgrad train ALGO --help` lists an algorithm's flags; --debug shows the full traceback of any error."""
 
@@ -547,7 +548,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "list": cmd_list,
     "lab": cmd_lab,
-    **{name: _workflow(name) for name in ("compare", "tune", "record", "export", "report")},
+    **{name: _workflow(name) for name in ("compare", "tune", "record", "export", "report", "bc")},
 }
 
 

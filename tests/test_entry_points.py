@@ -56,7 +56,7 @@ def test_listing_read_from_the_sources_equals_the_classes():
 def test_public_names_load_on_first_use():
     assert pgrad.train is pgrad.api.train and pgrad.ConfigError is ConfigError
     assert set(pgrad.__all__) == set(pgrad._PUBLIC) and set(pgrad.__all__) <= set(dir(pgrad))
-    for name in ("compare", "compare_algorithms", "tune", "record", "export", "report"):  # the workflow's
+    for name in ("compare", "compare_algorithms", "tune", "record", "export", "report", "bc"):  # workflow
         assert getattr(pgrad, name).__module__.startswith("pgrad.workflow."), name
     with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
         pgrad.nosuch  # noqa: B018

@@ -7,6 +7,8 @@
   group["initial_lr"] · fraction`, fraction = share of the step budget left);
 - `gae_batch`: V(s), V(s'), GAE(λ) advantages and λ-returns of a fixed-length rollout;
 - `policy_from_run`: a trainable copy of another run's policy (imitative priors, references, behaviour);
+- `PriorConfig`, `ImitativePrior`, `policy_kl`: --init-from and the β·KL(πθ ‖ π_prior) penalty shared by the
+  score-function algorithms;
 - config checks that give one-line errors naming the option.
 """
 
@@ -15,17 +17,21 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from pgrad.envs.base import VecEnv
 from pgrad.errors import ConfigError
 from pgrad.estimators import gae, value_loss
+from pgrad.policies.distributions import TanhGaussian
 from pgrad.policies.networks import Policy, ValueNetwork
-from pgrad.run.evaluate import load_policy
+from pgrad.run.checkpoint import load_checkpoint
+from pgrad.run.evaluate import Agent, load_policy, resolve_checkpoint
 from pgrad.types import Rollout
 
 # -- networks ----------------------------------------------------------------------------------------------
@@ -305,3 +311,188 @@ class TensorState:
                     current.copy_(state[name])
             else:
                 setattr(self.owner, name, state[name].to(current.device))
+
+
+# -- imitative prior ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PriorConfig(NetworkConfig):
+    """`NetworkConfig` plus the imitative-prior fields every score-function Config shares (docs/imitation.md).
+    They change what is learned, so they live in the algorithm's Config (recorded in run.json)."""
+
+    init_from: str | None = None
+    """Start the policy (and the value network, where the run has one of the same shapes) from this pgrad
+    run's latest checkpoint, e.g. a `pgrad bc` run; the network options must describe the same policy."""
+    prior_kl: float = 0.0
+    """β of the imitative-prior penalty β·mean_s KL(πθ(·|s) ‖ π_prior(·|s)) added to the policy loss
+    (0: off)."""
+    prior_from: str | None = None
+    """Run whose policy is the frozen prior π_prior of --prior-kl (default: the --init-from run)."""
+
+
+def policy_kl(p: Distribution, q: Distribution) -> Tensor:
+    """Analytic KL(p ‖ q) per state, shape [B], of two action distributions of one head kind.
+
+    Categorical: Σ_a p(a) (log p(a) − log q(a)); diagonal Gaussian: Σ_d log(σ_q/σ_p) + (σ_p² + (μ_p − μ_q)²) /
+    (2σ_q²) − ½; discretised: the sum of its per-dimension categorical KLs; tanh-Gaussian: the KL of the
+    Gaussians before the squash (a = c + s·tanh(u) is a bijection, and KL is invariant under one).
+    """
+    if isinstance(p, TanhGaussian) and isinstance(q, TanhGaussian):
+        p, q = Independent(Normal(p.mu, p.sigma), 1), Independent(Normal(q.mu, q.sigma), 1)
+    try:
+        return kl_divergence(p, q)
+    except NotImplementedError:
+        raise ConfigError(
+            f"prior_kl: no analytic KL between {type(p).__name__} and {type(q).__name__} policies"
+        ) from None
+
+
+def _weights_match(module: nn.Module, weights: dict[str, Tensor]) -> bool:
+    """Whether `weights` has exactly `module`'s state_dict keys and shapes."""
+    own = module.state_dict()
+    return set(own) == set(weights) and all(own[k].shape == weights[k].shape for k in own)
+
+
+def _value_weights(algorithm_state: Any) -> dict[str, Tensor] | None:
+    """The value network's weights in a checkpoint's /algorithm state: `value` (REINFORCE, VPG, NPG, IS-PG)
+    or the `value.` entries of `model` (PPO); None when there is neither."""
+    if not isinstance(algorithm_state, dict):
+        return None
+    if isinstance(algorithm_state.get("value"), dict):
+        return algorithm_state["value"]
+    model = algorithm_state.get("model")
+    if isinstance(model, dict):
+        found = {k[len("value.") :]: v for k, v in model.items() if k.startswith("value.")}
+        return found or None
+    return None
+
+
+class ImitativePrior:
+    """`--init-from`, `--prior-kl` and `--prior-from` of a score-function algorithm.
+
+    `start(policy, value)` copies the init-from run's policy (and value network, where present and of the
+    same shapes) into the freshly built networks and sets up the frozen prior π_prior (the init-from
+    policy itself unless `prior_from` names another run). `penalty(obs, dist)` is β·mean_s KL(πθ ‖ π_prior),
+    the term every algorithm adds to its policy loss. The prior's spec and weights are saved in the
+    algorithm's checkpoints (`state_dict`), so a resumed run does not need the prior's folder: where a folder
+    is missing at construction, the networks keep their fresh weights until `load_state_dict` restores them,
+    and `check_ready` (called by each iteration) refuses to train a fresh run without them.
+    """
+
+    def __init__(self, config: Any, envs: VecEnv, device: torch.device, algorithm: str):
+        self.beta = float(getattr(config, "prior_kl", 0.0))
+        self.init_from: str | None = getattr(config, "init_from", None)
+        self.prior_from: str | None = getattr(config, "prior_from", None)
+        self.envs, self.device, self.algorithm = envs, device, algorithm
+        if not self.beta >= 0:
+            raise ConfigError(f"prior_kl must be >= 0, got {self.beta}")
+        if self.beta > 0 and self.init_from is None and self.prior_from is None:
+            raise ConfigError("prior_kl > 0 needs a prior: give --init-from DIR or --prior-from DIR")
+        if self.prior_from is not None and self.beta == 0:
+            raise ConfigError(f"prior_from '{self.prior_from}' is only used with --prior-kl β > 0")
+        self.prior: Policy | None = None
+        self.missing: list[str] = []  # folders not found: to be restored from a checkpoint
+
+    @property
+    def source(self) -> str | None:
+        """The run folder of the prior π_prior (None: no KL term)."""
+        return (self.prior_from or self.init_from) if self.beta > 0 else None
+
+    def _load(self, run_dir: str, option: str) -> tuple[dict[str, Any], Agent] | None:
+        if not Path(run_dir).exists():
+            self.missing.append(f"{option} '{run_dir}'")
+            return None
+        _, folder = resolve_checkpoint(run_dir)
+        state, _ = load_checkpoint(folder)
+        agent = load_policy(folder)
+        if agent.policy.obs_dim != self.envs.obs_dim or agent.action_space != self.envs.single_action_space:
+            raise ConfigError(
+                f"{option} '{run_dir}': its policy acts on obs_dim {agent.policy.obs_dim} / "
+                f"{agent.action_space}, env '{self.envs.label}' has {self.envs.obs_dim} / "
+                f"{self.envs.single_action_space}"
+            )
+        return state, agent
+
+    def start(self, policy: Policy, value: nn.Module | None = None) -> None:
+        """Initialise `policy` (and `value`) from the init-from run and build the frozen prior."""
+        loaded = self._load(self.init_from, "init_from") if self.init_from is not None else None
+        if loaded is not None:
+            state, agent = loaded
+            weights = agent.policy.state_dict()
+            if (
+                not _weights_match(policy, weights)
+                or agent.policy.spec()["head"]["kind"] != policy.spec()["head"]["kind"]
+            ):
+                theirs, ours = agent.policy.spec(), policy.spec()
+                raise ConfigError(
+                    f"init_from '{self.init_from}': its policy network (hidden_sizes "
+                    f"{tuple(theirs['hidden_sizes'])}, {theirs['head']['kind']} head, normalize_obs "
+                    f"{theirs['normalize_obs']}) differs from this {self.algorithm} run's (hidden_sizes "
+                    f"{tuple(ours['hidden_sizes'])}, {ours['head']['kind']} head, normalize_obs "
+                    f"{ours['normalize_obs']}): give the same network options"
+                )
+            policy.load_state_dict(weights)
+            theirs_value = _value_weights(state.get("algorithm"))
+            if value is not None and theirs_value is not None and _weights_match(value, theirs_value):
+                value.load_state_dict(theirs_value)
+        if self.source is None:
+            return
+        if self.prior_from is None or self.prior_from == self.init_from:
+            # the init-from policy (a placeholder when its folder is missing: a resume restores it)
+            self.prior = copy.deepcopy(policy)
+        else:
+            loaded = self._load(self.prior_from, "prior_from")
+            self.prior = copy.deepcopy(policy) if loaded is None else loaded[1].policy.to(self.device)
+            kind, own = self.prior.spec()["head"]["kind"], policy.spec()["head"]["kind"]
+            if kind != own:
+                where = f"init_from '{self.init_from}'" if self.init_from else f"this {self.algorithm} run"
+                raise ConfigError(
+                    f"prior_from '{self.prior_from}' has a {kind} policy, {where} a {own} one: "
+                    "their KL is not defined"
+                )
+        self.prior.requires_grad_(False).eval()
+
+    def check_ready(self) -> None:
+        """Refuse to train while a prior folder was missing and no checkpoint restored what it held."""
+        if self.missing:
+            raise ConfigError(
+                f"{self.algorithm}: {', '.join(self.missing)}: no such run folder (and no checkpoint of this "
+                "run holds its weights)"
+            )
+
+    def penalty(self, obs: Tensor, dist: Distribution, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(β·KL term, mean KL) over the states `obs` (`mask`: which rows count), πθ = `dist`, π_prior frozen.
+
+            penalty = β · Σ_s m_s KL(πθ(·|s) ‖ π_prior(·|s)) / Σ_s m_s
+
+        Its gradient, β · mean_s Σ_a πθ(a|s) (log πθ(a|s) − log π_prior(a|s) + 1) ∇θ log πθ(a|s) for a
+        discrete policy, flows through πθ only."""
+        if self.prior is None:
+            zero = torch.zeros((), device=obs.device)
+            return zero, zero
+        with torch.no_grad():
+            prior_dist = self.prior.distribution(obs)
+        kl = policy_kl(dist, prior_dist)
+        if mask is None:
+            mean = kl.mean()
+        else:
+            mask = mask.to(kl.dtype)
+            mean = (kl * mask).sum() / mask.sum().clamp(min=1.0)
+        return self.beta * mean, mean.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The prior's spec and weights (empty without a KL term). Stored under the algorithm's `prior`."""
+        if self.prior is None:
+            return {}
+        return {"spec": self.prior.spec(), "weights": self.prior.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore the prior saved by `state_dict` (rebuilt from its spec: its folder is not needed)."""
+        self.missing = []
+        if self.prior is None or not state:
+            return
+        with torch.random.fork_rng(devices=[]):
+            prior = Policy.from_spec(state["spec"])
+        prior.load_state_dict(state["weights"])
+        self.prior = prior.to(self.device).requires_grad_(False).eval()

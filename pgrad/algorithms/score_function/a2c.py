@@ -39,7 +39,8 @@ from gymnasium import spaces
 from torch import nn
 
 from pgrad.algorithms.common import (
-    NetworkConfig,
+    ImitativePrior,
+    PriorConfig,
     check_at_least,
     check_non_negative,
     check_unit_interval,
@@ -67,7 +68,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """A2C options (`pgrad train a2c --help`). Defaults: rl-baselines3-zoo's CartPole-v1 A2C."""
 
     num_envs: int = 8
@@ -148,6 +149,7 @@ class A2C(Algorithm):
     family = "score function"
     summary = "A2C: one step per short rollout on Σ ∇log π · Ψ, Ψ = n-step/TD/GAE advantage or Q critic"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_a2c_params (its n_steps is for one
     # env; here per sub-env, around SB3's 5).
     search_space: ClassVar[dict[str, tuple]] = {
@@ -196,6 +198,13 @@ class A2C(Algorithm):
             ).to(device)
             self.model = nn.ModuleDict({"policy": self.policy, "critic": self.critic})
             groups = {"policy": self.policy, "critic": self.critic}
+        if self.shared and config.init_from is not None:
+            raise ConfigError(
+                f"init_from '{config.init_from}': a run's policy initialises a2c's separate networks only "
+                "(--architecture separate)"
+            )
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, None if self.shared else self.critic)
         # One optimiser per independently clipped parameter group.
         options = {"alpha": 0.99, "eps": 1e-5} if config.optimizer.lower() == "rmsprop" else {}
         value_lr = config.value_lr if config.value_lr is not None else config.lr
@@ -258,6 +267,7 @@ class A2C(Algorithm):
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         rollout = self.collector.collect(self.policy, config.num_steps)
         next_values = self._bootstrap(rollout)
         dist, out, _ = self._evaluate(rollout.obs, rollout.actions)
@@ -285,7 +295,8 @@ class A2C(Algorithm):
         policy_loss, _ = score_function_loss(log_prob, weights)
         critic_loss, _ = value_loss(critic_sa.flatten(), returns.flatten())
         entropy = dist.entropy().mean()
-        loss = policy_loss + config.vf_coef * critic_loss - config.ent_coef * entropy
+        prior_loss, prior_kl = self.prior.penalty(rollout.obs, dist)  # every step of the rollout is valid
+        loss = policy_loss + prior_loss + config.vf_coef * critic_loss - config.ent_coef * entropy
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -303,20 +314,26 @@ class A2C(Algorithm):
         }
         if not self.shared:
             metrics["stats/value_grad_norm"] = grad_norms["critic"]
+        if self.prior.prior is not None:
+            metrics["stats/prior_kl"] = prior_kl
         # after the update: acting and the gradient used the same statistics
         update_normalizers(rollout.obs.flatten(0, 1), self.policy, None if self.shared else self.critic)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "collector": self.collector.state_dict(),
         }
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        self.prior.load_state_dict(state.get("prior"))
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)

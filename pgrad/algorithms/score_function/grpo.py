@@ -24,8 +24,10 @@ code, the per-episode sum over steps is divided by a constant L, the generation 
 limit (`max_episode_steps`; 1 if it has none), or `length_constant` when given.
 
 The reference π_ref is the initial policy (`--reference initial`) or the policy of an earlier pgrad run
-(`--reference run:DIR`, an imitative prior); `--init-from DIR` starts the trained policy from a run's policy.
-π_ref is frozen and saved in checkpoints. `rloo.py` reuses all of this with leave-one-out advantages.
+(`--reference run:DIR`, an imitative prior); `--init-from DIR` starts the trained policy from a run's policy
+(same network options). π_ref is frozen and saved in checkpoints. The shared `--prior-kl β` penalty (analytic
+β·KL(πθ ‖ π_prior), docs/imitation.md) is a separate term, added as in every score-function algorithm.
+`rloo.py` reuses all of this with leave-one-out advantages.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import torch
 from torch import Tensor
 
 from pgrad.algorithms.common import (
+    ImitativePrior,
     LinearDecay,
-    NetworkConfig,
+    PriorConfig,
     accumulate,
     anneal_lr,
     check_at_least,
@@ -65,7 +68,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class GroupConfig(NetworkConfig):
+class GroupConfig(PriorConfig):
     """Options shared by GRPO and RLOO. The VecEnv has num_envs = num_groups · group_size sub-envs."""
 
     num_groups: int = 8
@@ -84,8 +87,6 @@ class GroupConfig(NetworkConfig):
     """Coefficient of the per-step k3 KL penalty to the reference policy (0: none, no reference pass)."""
     reference: str = "initial"
     """Reference policy π_ref: 'initial' (the starting policy) or 'run:DIR' (the policy of a pgrad run)."""
-    init_from: str | None = None
-    """Initialise the trained policy from this pgrad run dir (its architecture replaces hidden_sizes etc.)."""
     length_constant: int | None = None
     """Constant L dividing each episode's step sum where there is no 1/|o_i| (None: the env's time limit)."""
     lr: float = 3e-3
@@ -140,6 +141,7 @@ class GRPO(Algorithm):
     family = "score function"
     summary = "GRPO / Dr. GRPO: clipped ratio, group-relative outcome advantages, k3 KL to a frozen reference"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune; RLOO inherits it): step size, group size, epochs, ε and
     # the KL weight β (0: none, as DAPO; 0.04: DeepSeekMath's).
     search_space: ClassVar[dict[str, tuple]] = {
@@ -158,10 +160,9 @@ class GRPO(Algorithm):
                 f"{self.name} needs num_groups · group_size = {config.num_envs} sub-envs, the VecEnv has "
                 f"{envs.num_envs}"
             )
-        if config.init_from is not None:
-            self.policy = policy_from_run(config.init_from, envs, "init_from").to(device)
-        else:
-            self.policy = make_policy(envs, config).to(device)
+        self.policy = make_policy(envs, config).to(device)
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy)
         self.reference: Policy | None = None
         if config.beta > 0:
             if config.reference == "initial":
@@ -193,6 +194,7 @@ class GRPO(Algorithm):
 
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         if config.anneal_lr:
             anneal_lr(self.optimizer, self.schedule.fraction(self.envs.global_step))
         rollout = self.collect(index)
@@ -249,8 +251,11 @@ class GRPO(Algorithm):
             log_prob, mb["log_probs"], mb["advantages"] * mb["weights"], config.clip_coef
         )
         entropy = dist.entropy().mean()
-        loss = policy_loss - config.ent_coef * entropy
+        prior_loss, prior_kl = self.prior.penalty(mb["obs"], dist)  # the valid steps only
+        loss = policy_loss + prior_loss - config.ent_coef * entropy
         metrics: dict[str, Tensor] = {}
+        if self.prior.prior is not None:
+            metrics["stats/prior_kl"] = prior_kl
         if self.reference is not None:
             # k3 with samples from πθ: q = πθ, p = π_ref; the gradient flows through πθ only.
             kl_BT = kl_k3(log_q=log_prob, log_p=mb["ref_log_probs"])
@@ -277,6 +282,8 @@ class GRPO(Algorithm):
         }
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,6 +293,7 @@ class GRPO(Algorithm):
             self.schedule.load_state_dict(state["schedule"])
         if self.reference is not None:
             self.reference.load_state_dict(state["reference"])
+        self.prior.load_state_dict(state.get("prior"))
 
     def extend_budget(self, step: int, total_steps: int) -> str | None:
         self.total_steps = total_steps

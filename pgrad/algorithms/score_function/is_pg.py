@@ -39,7 +39,8 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from pgrad.algorithms.common import (
-    NetworkConfig,
+    ImitativePrior,
+    PriorConfig,
     accumulate,
     check_at_least,
     check_multiple,
@@ -79,7 +80,7 @@ FIELDS = ("obs", "actions", "log_probs", "rewards", "terminated", "truncated", "
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """Importance-sampled PG options (`pgrad train is_pg --help`)."""
 
     num_envs: int = 4
@@ -142,6 +143,7 @@ class ImportanceSampledPG(Algorithm):
     family = "score function"
     summary = "off-policy REINFORCE: trajectory or per-decision importance weights, truncation, WIS, replay"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): step size, γ, batch, how stale the behaviour policy gets
     # and how often each batch is reused, the weights' form.
     search_space: ClassVar[dict[str, tuple]] = {
@@ -169,6 +171,10 @@ class ImportanceSampledPG(Algorithm):
             self.value_optimizer = make_optimizer(
                 config.optimizer, self.value.named_parameters(), config.value_lr
             )
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, self.value)
+        if config.behaviour == "lagged":  # lags the policy as initialised
+            self.behaviour.load_state_dict(self.policy.state_dict())
         self.replay: list[dict[str, torch.Tensor]] = []
 
     # -- one iteration --------------------------------------------------------------------------------------
@@ -244,14 +250,17 @@ class ImportanceSampledPG(Algorithm):
         # Σ over steps, mean over episodes: the gradient of this loss is −ĝ exactly.
         policy_loss, _ = score_function_loss(log_prob, psi[mask], normalizer=max(data["episodes"], 1))
         entropy = dist.entropy().mean()
+        prior_loss, prior_kl = self.prior.penalty(data["obs"], dist)  # the valid steps only
         self.policy_optimizer.zero_grad(set_to_none=True)
-        (policy_loss - config.ent_coef * entropy).backward()
+        (policy_loss + prior_loss - config.ent_coef * entropy).backward()
         grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), config.max_grad_norm)
         metrics = {
             "loss/policy": policy_loss.detach(),
             "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
         }
+        if self.prior.prior is not None:
+            metrics["stats/prior_kl"] = prior_kl
         metrics.update(self._weight_stats(raw, log_ratio, mask, term, trunc))
         return metrics
 
@@ -302,12 +311,15 @@ class ImportanceSampledPG(Algorithm):
         if self.value is not None:
             state["value"] = self.value.state_dict()
             state["value_optimizer"] = self.value_optimizer.state_dict()
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.behaviour.load_state_dict(state["behaviour"])
+        self.prior.load_state_dict(state.get("prior"))
         self.replay = [{key: batch[key].to(self.device) for key in FIELDS} for batch in state["replay"]]
         if self.value is not None:
             self.value.load_state_dict(state["value"])

@@ -6,6 +6,9 @@ preconditioned by the inverse Fisher matrix F = E[∇ log π ∇ log πᵀ] = �
     x = F⁻¹ g                  conjugate gradient on Fisher-vector products F v = ∇θ(∇θ KL · v)
     θ ← θ + √(2δ / xᵀF x) · x   the step whose quadratic KL model equals δ = --max-kl
 
+With --prior-kl β the surrogate is E[ρ_t Â_t] − β·mean_s KL(πθ ‖ π_prior) (docs/imitation.md): its natural
+gradient is taken, and TRPO's line search checks the same penalised surrogate.
+
 TRPO (trpo.py) adds a backtracking line search that checks the true KL and the surrogate improvement. The
 value function is fitted separately by Adam on the GAE returns.
 """
@@ -19,7 +22,8 @@ import torch
 from torch.distributions import kl_divergence
 
 from pgrad.algorithms.common import (
-    NetworkConfig,
+    ImitativePrior,
+    PriorConfig,
     check_at_least,
     check_non_negative,
     check_positive,
@@ -47,7 +51,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """NPG options (`pgrad train npg --help`)."""
 
     num_envs: int = 8
@@ -93,6 +97,7 @@ class NPG(Algorithm):
     family = "score function"
     summary = "natural PG: F⁻¹∇J by conjugate gradient on Fisher-vector products, step scaled to KL δ"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_trpo_params: the KL radius (its
     # target_kl), CG steps, critic updates, γ, λ, the batch.
     search_space: ClassVar[dict[str, tuple]] = {
@@ -113,11 +118,14 @@ class NPG(Algorithm):
         self.value_optimizer = make_optimizer(
             config.optimizer, self.value.named_parameters(), config.value_lr
         )
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, self.value)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.collector = StepCollector(envs, derive_seed(seed, "train", 0))
 
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         rollout = self.collector.collect(self.policy, config.num_steps)
         values, advantages, returns = gae_batch(self.value, rollout, config.gamma, config.gae_lambda)
         obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
@@ -129,14 +137,19 @@ class NPG(Algorithm):
             self.value, self.value_optimizer, obs, returns, config.value_epochs, config.value_minibatches
         )
         metrics["stats/explained_variance"] = explained_variance(values.flatten(), returns)
+        if self.prior.prior is not None:  # after the step
+            with torch.no_grad():
+                metrics["stats/prior_kl"] = float(self.prior.penalty(obs, self.policy.distribution(obs))[1])
         update_normalizers(obs, self.policy, self.value)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
 
     # -- the natural step -----------------------------------------------------------------------------------
     def _surrogate(self, obs, actions, old_log_prob, advantages) -> torch.Tensor:
-        """E[ρ Â]: its gradient at θ_old is the score-function estimate."""
-        log_prob = self.policy.distribution(obs).log_prob(actions)
-        return (torch.exp(log_prob - old_log_prob) * advantages).mean()
+        """E[ρ Â] − β·mean KL(πθ ‖ π_prior): its gradient at θ_old is the score-function estimate (minus the
+        prior penalty's gradient, with --prior-kl)."""
+        dist = self.policy.distribution(obs)
+        log_prob = dist.log_prob(actions)
+        return (torch.exp(log_prob - old_log_prob) * advantages).mean() - self.prior.penalty(obs, dist)[0]
 
     def _natural_direction(self, obs, actions, old_log_prob, advantages):
         """(surrogate at θ_old, δ-scaled natural step, its info, a KL(π_old‖πθ) function of the current θ)."""
@@ -166,16 +179,20 @@ class NPG(Algorithm):
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "policy": self.policy.state_dict(),
             "value": self.value.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
             "collector": self.collector.state_dict(),
         }
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
+        self.prior.load_state_dict(state.get("prior"))
         self.value_optimizer.load_state_dict(state["value_optimizer"])
         if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
             self.collector.load_state_dict(state["collector"])

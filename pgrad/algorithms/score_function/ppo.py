@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from pgrad.algorithms.common import (
+    ImitativePrior,
     LinearDecay,
-    NetworkConfig,
+    PriorConfig,
     accumulate,
     anneal_lr,
     check_at_least,
@@ -65,7 +66,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """PPO options (`pgrad train ppo --help`). Defaults: see the module docstring (paper/SB3 optimisation
     settings on CleanRL-style rollouts)."""
 
@@ -140,6 +141,7 @@ class PPO(Algorithm):
     family = "score function"
     summary = "PPO: minibatch epochs on the clipped (or KL-penalised) ratio surrogate with GAE(λ) advantages"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_ppo_params (lr up to 1e-2: the
     # CartPole preset's 4e-3 is above its 2e-3; γ and λ from its categorical lists; minibatches by count).
     search_space: ClassVar[dict[str, tuple]] = {
@@ -159,6 +161,8 @@ class PPO(Algorithm):
         check_config(config)
         self.policy = make_policy(envs, config).to(device)
         self.value = make_value(envs, config).to(device)
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, self.value)
         self.model = nn.ModuleDict({"policy": self.policy, "value": self.value})
         self.params = list(self.model.parameters())
         self.optimizer = make_optimizer(config.optimizer, self.model.named_parameters(), config.lr)
@@ -175,6 +179,7 @@ class PPO(Algorithm):
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         left = self.schedule.fraction(self.envs.global_step)
         lr = anneal_lr(self.optimizer, left if config.anneal_lr else 1.0)
         clip = config.clip_coef * left if config.anneal_clip else config.clip_coef
@@ -300,12 +305,15 @@ class PPO(Algorithm):
             clip_coef=clip if config.clip_vloss else None,
         )
         entropy = dist.entropy().mean()
-        loss = policy_loss + config.vf_coef * v_loss - config.ent_coef * entropy
+        prior_loss, prior_kl = self.prior.penalty(obs, dist)
+        loss = policy_loss + prior_loss + config.vf_coef * v_loss - config.ent_coef * entropy
         metrics = {
             "loss/policy": policy_loss.detach(),
             "loss/value": v_loss.detach(),
             "stats/entropy": entropy.detach(),
         }
+        if self.prior.prior is not None:
+            metrics["stats/prior_kl"] = prior_kl
         metrics.update({f"stats/{k}": v for k, v in {**info, **v_info}.items()})
         return loss, metrics
 
@@ -320,12 +328,15 @@ class PPO(Algorithm):
         }
         if self.reward_scaler is not None:
             state["reward_scaler"] = self.reward_scaler.state_dict()
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_beta = float(state["kl_beta"])
+        self.prior.load_state_dict(state.get("prior"))
         if "schedule" in state:  # checkpoints before schedules were saved: the budget's linear decay
             self.schedule.load_state_dict(state["schedule"])
         if self.reward_scaler is not None:

@@ -36,7 +36,8 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from pgrad.algorithms.common import (
-    NetworkConfig,
+    ImitativePrior,
+    PriorConfig,
     check_at_least,
     check_multiple,
     check_non_negative,
@@ -72,7 +73,7 @@ from pgrad.types import Rollout
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """REINFORCE options (`pgrad train reinforce --help`)."""
 
     num_envs: int = 4
@@ -136,6 +137,7 @@ class Reinforce(Algorithm):
     family = "score function"
     summary = "naive PG / REINFORCE: Σ ∇log π · (G − b), b ∈ {none, mean, per-step, optimal, learned V}"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): step sizes, discount, episodes per update, baseline.
     search_space: ClassVar[dict[str, tuple]] = {
         "lr": ("log", 1e-4, 1e-2),
@@ -154,10 +156,13 @@ class Reinforce(Algorithm):
         if config.baseline == "value":
             self.value = make_value(envs, config).to(device)
             self.value_optimizer = make_optimizer(config.optimizer, self.value.parameters(), config.value_lr)
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, self.value)
 
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         rollout = collect_episodes(
             self.envs,
             self.policy,
@@ -220,10 +225,12 @@ class Reinforce(Algorithm):
         # Sum over steps, mean over episodes: the gradient of this loss is −ĝ exactly.
         policy_loss, _ = score_function_loss(dist.log_prob(actions), advantages, normalizer=num_episodes)
         entropy = dist.entropy().mean()
+        prior_loss, prior_kl = self.prior.penalty(obs, dist)  # obs: the valid steps only
         self.policy_optimizer.zero_grad(set_to_none=True)
-        (policy_loss - self.config.ent_coef * entropy).backward()
+        (policy_loss + prior_loss - self.config.ent_coef * entropy).backward()
         grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         return {
+            **({"stats/prior_kl": prior_kl} if self.prior.prior is not None else {}),
             "loss/policy": policy_loss.detach(),
             "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
@@ -248,15 +255,17 @@ class Reinforce(Algorithm):
         zeros = log_prob.new_zeros(num_episodes)
         score_sums = zeros.index_add(0, episode, log_prob)  # Σ_t log π per episode → S_i after ∇
         weighted = zeros.index_add(0, episode, log_prob * psi)  # Σ_t Ψ_t log π per episode → W_i after ∇
-        # keep the graph for the entropy bonus's backward below
-        jac = flat_jacobian(torch.cat([score_sums, weighted]), params, retain_graph=self.config.ent_coef > 0)
+        # keep the graph for the entropy bonus's and the prior penalty's backward below
+        keep = self.config.ent_coef > 0 or self.prior.prior is not None
+        jac = flat_jacobian(torch.cat([score_sums, weighted]), params, retain_graph=keep)
         S, W = jac[:num_episodes], jac[num_episodes:]
         b = optimal_baseline(S, W)
         grad_J = (W - b * S).mean(0)
         entropy = dist.entropy().mean()
+        prior_loss, prior_kl = self.prior.penalty(obs, dist)
         self.policy_optimizer.zero_grad(set_to_none=True)
-        if self.config.ent_coef:
-            (-self.config.ent_coef * entropy).backward()
+        if keep:
+            (prior_loss - self.config.ent_coef * entropy).backward()
         offset = 0
         for p in params:
             g = -grad_J[offset : offset + p.numel()].view_as(p)
@@ -264,6 +273,7 @@ class Reinforce(Algorithm):
             offset += p.numel()
         grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         return {
+            **({"stats/prior_kl": prior_kl} if self.prior.prior is not None else {}),
             "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
             "stats/baseline_mean": b.mean(),
@@ -294,10 +304,13 @@ class Reinforce(Algorithm):
         if self.value is not None:
             state["value"] = self.value.state_dict()
             state["value_optimizer"] = self.value_optimizer.state_dict()
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
+        self.prior.load_state_dict(state.get("prior"))
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         if self.value is not None:
             self.value.load_state_dict(state["value"])

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 import torch
 
 from pgrad.algorithms.common import (
-    NetworkConfig,
+    ImitativePrior,
+    PriorConfig,
     check_at_least,
     check_multiple,
     check_non_negative,
@@ -53,7 +54,7 @@ from pgrad.run.seeding import derive_seed
 
 
 @dataclass
-class Config(NetworkConfig):
+class Config(PriorConfig):
     """VPG options (`pgrad train vpg --help`)."""
 
     num_envs: int = 4
@@ -100,6 +101,7 @@ class VPG(Algorithm):
     family = "score function"
     summary = "vanilla PG: one step on Σ ∇log π · GAE(λ) per batch, value net fitted on the λ-returns"
     Config = Config
+    free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): both step sizes, γ, GAE λ (rl-zoo's), the batch.
     search_space: ClassVar[dict[str, tuple]] = {
         "lr": ("log", 1e-4, 1e-2),
@@ -114,6 +116,8 @@ class VPG(Algorithm):
         check_config(config)
         self.policy = make_policy(envs, config).to(device)
         self.value = make_value(envs, config).to(device)
+        self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
+        self.prior.start(self.policy, self.value)
         self.policy_optimizer = make_optimizer(config.optimizer, self.policy.named_parameters(), config.lr)
         self.value_optimizer = make_optimizer(
             config.optimizer, self.value.named_parameters(), config.value_lr
@@ -126,6 +130,7 @@ class VPG(Algorithm):
     # -- one update -----------------------------------------------------------------------------------------
     def iteration(self, index: int) -> IterationResult:
         config = self.config
+        self.prior.check_ready()
         rollout = self.collector.collect(self.policy, self.num_steps)
         values, advantages, returns = gae_batch(self.value, rollout, config.gamma, config.gae_lambda)
         obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)
@@ -149,13 +154,15 @@ class VPG(Algorithm):
         dist = self.policy.distribution(obs)
         policy_loss, _ = score_function_loss(dist.log_prob(actions), advantages)
         entropy = dist.entropy().mean()
-        loss = policy_loss - self.config.ent_coef * entropy
+        prior_loss, prior_kl = self.prior.penalty(obs, dist)
+        loss = policy_loss + prior_loss - self.config.ent_coef * entropy
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_and_step(self.policy_optimizer, self.policy.parameters(), self.config.max_grad_norm)
         with torch.no_grad():  # how far the one step moved π: KL(π_old ‖ π_new), k3 estimate
             approx_kl = kl_k3(old_log_prob, self.policy.distribution(obs).log_prob(actions)).mean()
         return {
+            **({"stats/prior_kl": prior_kl} if self.prior.prior is not None else {}),
             "loss/policy": policy_loss.detach(),
             "stats/entropy": entropy.detach(),
             "stats/grad_norm": grad_norm,
@@ -164,17 +171,21 @@ class VPG(Algorithm):
 
     # -- checkpointing --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "policy": self.policy.state_dict(),
             "value": self.value.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
             "collector": self.collector.state_dict(),
         }
+        if self.prior.prior is not None:
+            state["prior"] = self.prior.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.value.load_state_dict(state["value"])
+        self.prior.load_state_dict(state.get("prior"))
         self.policy_optimizer.load_state_dict(state["policy_optimizer"])
         self.value_optimizer.load_state_dict(state["value_optimizer"])
         if "collector" in state:  # where the episodes stand (restored exactly when the envs are too)
