@@ -2,6 +2,7 @@
 
     pgrad record RUN_DIR [--episodes K] [--out FILE.mp4|FILE.gif] [--checkpoint latest|best|N]
                  [--no-deterministic] [--seed S] [--fps F] [--max-steps N] [--every K] [--downscale K]
+    pgrad record RUN_DIR --dataset FILE.safetensors [--episodes K]    (demonstrations for `pgrad bc`)
 
 The env is made as the run made it (its Gymnasium id and `env_kwargs` from run.json) with
 ``render_mode="rgb_array"``; episodes play one after another in one file. Frames of an episode: the reset
@@ -53,6 +54,9 @@ class RecordArgs:
     """Shrink frames K× in each dimension (mean of K×K pixel blocks)."""
     threads: int = 1
     """torch CPU threads."""
+    dataset: str | None = None
+    """Instead of a video, write the episodes' (observation, action) pairs to this demonstrations file
+    (safetensors + a JSON sidecar) for `pgrad bc --demos FILE`."""
 
 
 def default_out(run_dir: str | Path, global_step: int) -> Path:
@@ -299,7 +303,10 @@ def main(argv: Sequence[str]) -> int:
 
     run_dir, rest = _run_dir_and_rest(argv, "record")
     args = _parse(RecordArgs, rest, "pgrad record DIR")
-    result = record(run_dir, **dataclasses.asdict(args))
+    options = dataclasses.asdict(args)
+    if options.pop("dataset") is not None:
+        return _record_dataset(run_dir, args)
+    result = record(run_dir, **options)
     returns = ", ".join(f"{r:.1f}" for r in result["returns"])
     lengths = ", ".join(str(n) for n in result["lengths"])
     episodes = result["episodes"]
@@ -309,4 +316,27 @@ def main(argv: Sequence[str]) -> int:
     )
     cut = f" ({result['cut']} cut at --max-steps)" if result["cut"] else ""
     print(f"returns: {returns} (lengths {lengths}){cut}")
+    return 0
+
+
+def _record_dataset(run_dir: str, args: RecordArgs) -> int:
+    """`pgrad record RUN --dataset FILE`: demonstrations of the run's policy for behaviour cloning."""
+    from pgrad.algorithms.imitation import collect_demonstrations
+    from pgrad.run.config import use_threads
+
+    use_threads(args.threads)
+    demos = collect_demonstrations(
+        run_dir,
+        args.episodes,
+        out=args.dataset,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        deterministic=args.deterministic,
+    )
+    returns = demos.episode_returns.tolist() if demos.episode_returns is not None else []
+    print(
+        f"{args.dataset}: {len(demos.obs):,} (observation, action) pairs in {demos.episodes} episodes "
+        f"(returns {', '.join(f'{r:.1f}' for r in returns)}); fit a policy to them: "
+        f"`pgrad bc --demos {args.dataset}`"
+    )
     return 0

@@ -199,3 +199,15 @@ def test_demo_gif_is_small(run, capsys):
     frames = int(text.split("(")[1].split(" frames")[0])
     assert Image.open(path).size == (300, 200)
     assert sum(gif_delays(path)) == frames * 40  # every 2nd of 50 frames a second at 25 fps: real time
+
+
+def test_dataset_mode_writes_demonstrations_for_behaviour_cloning(run, tmp_path, capsys):
+    from pgrad.algorithms.imitation import load_demonstrations
+
+    out = tmp_path / "demos.safetensors"
+    assert main(["record", run, "--dataset", str(out), "--episodes", "2", "--seed", "3"]) == 0
+    demos = load_demonstrations(out)
+    assert demos.episodes == 2 and demos.env == "CartPole-v1" and len(demos.obs) == len(demos.actions)
+    agent = pgrad.load(run)
+    assert np.array_equal(agent.act(demos.obs.numpy()), demos.actions.numpy())  # greedy: the policy's own
+    assert f"{out}: {len(demos.obs):,} (observation, action) pairs in 2 episodes" in capsys.readouterr().out
