@@ -460,6 +460,7 @@ def test_training_on_a_twin_evaluates_on_gymnasium(tmp_path, algorithm, env_id, 
         eval_episodes=5,
         progress=False,
         tensorboard=False,
+        preset=False,  # the options below, not a per-env preset (PPO's Pendulum preset takes 4x longer)
         **options,
     )
     assert summary["eval"]["mean_return"] > better_than  # measured on Gymnasium's env
