@@ -168,10 +168,22 @@ def _one_line(text: str) -> str:
     return " ".join(lines) or "invalid arguments"
 
 
-def cmd_train(argv: Sequence[str]) -> int:
+@dataclasses.dataclass
+class AlgorithmLine:
+    """An algorithm command's line (`pgrad train`, `pgrad tune`) in parts: the algorithm (named first, or by
+    the --config file), the file's run and algorithm options, the env's keyword arguments, the other flags."""
+
+    cls: Any
+    config_path: str | None
+    run_values: dict[str, Any]
+    algo_values: dict[str, Any]
+    env_kwargs: dict[str, Any]
+    rest: list[str]
+
+
+def _algorithm_line(argv: Sequence[str], command: str) -> AlgorithmLine | None:
+    """Split `pgrad COMMAND [ALGO] [--config FILE] [--env-kwargs ...] FLAGS`; None when help is asked for."""
     from pgrad.algorithms import get_algorithm
-    from pgrad.algorithms.presets import preset
-    from pgrad.run.trainer import Trainer
 
     path, argv = _without_flag(argv, "--config")
     if "--config" in argv:
@@ -179,10 +191,9 @@ def cmd_train(argv: Sequence[str]) -> int:
     data = _read_config(path) if path is not None else {}
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
-            print(USAGE)
-            return 0
+            return None
         if "algorithm" not in data:
-            raise ConfigError("`pgrad train` needs an algorithm name first (see `pgrad list`)")
+            raise ConfigError(f"`pgrad {command}` needs an algorithm name first (see `pgrad list`)")
         argv = [str(data["algorithm"]), *argv]  # a run.json names its algorithm
     cls = get_algorithm(argv[0])
     if "algorithm" in data and get_algorithm(str(data["algorithm"])) is not cls:
@@ -190,6 +201,24 @@ def cmd_train(argv: Sequence[str]) -> int:
     run_values, algo_values = _split_config(data, cls, path) if data else ({}, {})
     env_kwargs, rest = _env_kwargs(argv[1:])
     env_kwargs = {**(data.get("env_kwargs") or {}), **env_kwargs}
+    return AlgorithmLine(cls, path, run_values, algo_values, env_kwargs, rest)
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from pgrad.algorithms.presets import preset
+    from pgrad.run.trainer import Trainer
+
+    line = _algorithm_line(argv, "train")
+    if line is None:
+        print(USAGE)
+        return 0
+    cls, run_values, algo_values, env_kwargs, rest = (
+        line.cls,
+        line.run_values,
+        line.algo_values,
+        line.env_kwargs,
+        line.rest,
+    )
     # The preset depends on --env, so it is looked up before parsing; the file, then the flags override it.
     env = _flag_value(rest, "--env") or run_values.get("env") or RunConfig().env
     use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))

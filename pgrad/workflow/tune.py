@@ -582,25 +582,19 @@ each trial's run DIR/trials/NNNN, the best trial's options DIR/best.toml (pgrad 
 
 def main(argv: Sequence[str]) -> int:
     """`pgrad tune ALGO ...`: parse the command line, tune, print the summary."""
-    from pgrad.cli import _env_kwargs, _parse, _read_config, _split_config, _without_flag
+    from pgrad.cli import _algorithm_line, _parse
 
-    path, argv = _without_flag(argv, "--config")
-    if "--config" in argv:
-        raise ConfigError("--config needs a file (TOML or JSON; a run's run.json works)")
-    data = _read_config(path) if path is not None else {}
-    if not argv or argv[0].startswith("-"):
-        if argv and argv[0] in ("-h", "--help"):
-            print(USAGE)
-            return 0
-        if "algorithm" not in data:
-            raise ConfigError("`pgrad tune` needs an algorithm name first (see `pgrad list`)")
-        argv = [str(data["algorithm"]), *argv]
-    cls = get_algorithm(argv[0])
-    if "algorithm" in data and get_algorithm(str(data["algorithm"])) is not cls:
-        raise ConfigError(f"--config {path}: a config for '{data['algorithm']}', not for '{cls.name}'")
-    run_values, algo_values = _split_config(data, cls, path) if data else ({}, {})
-    env_kwargs, rest = _env_kwargs(argv[1:])
-    env_kwargs = {**(data.get("env_kwargs") or {}), **env_kwargs}
+    line = _algorithm_line(argv, "tune")
+    if line is None:
+        print(USAGE)
+        return 0
+    cls, run_values, algo_values, env_kwargs, rest = (
+        line.cls,
+        line.run_values,
+        line.algo_values,
+        line.env_kwargs,
+        line.rest,
+    )
     args = _parse(TuneArgs, rest, f"pgrad tune {cls.name}")
     use_threads(args.threads)
 
