@@ -33,6 +33,7 @@ _PUBLIC = {
     "record": "pgrad.workflow.record",
     "report": "pgrad.workflow.report",
     "tune": "pgrad.workflow.tune",
+    "train_sequences": "pgrad.algorithms.sequences",
 }
 
 __all__ = [
@@ -55,11 +56,13 @@ __all__ = [
     "report",
     "resume",
     "train",
+    "train_sequences",
     "tune",
 ]
 
 if TYPE_CHECKING:
     from pgrad.algorithms import get_algorithm, list_algorithms
+    from pgrad.algorithms.sequences import train_sequences
     from pgrad.api import evaluate, load, resume, train
     from pgrad.envs.base import VecEnv
     from pgrad.envs.gym import GymVecEnv

@@ -36,7 +36,7 @@ from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did
 from pgrad.run.config import RunConfig, use_threads
 
 C = TypeVar("C")
-USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report,bc} ...
+USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report,bc,seq} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
@@ -51,6 +51,7 @@ USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,r
   pgrad export DIR --format onnx|torchscript   the deterministic policy as a standalone file
   pgrad report DIR...                       curves and plain-language warnings (HTML and markdown)
   pgrad bc --env ENV --from-run DIR --episodes K   behaviour cloning into a run folder (--init-from it)
+  pgrad seq train|bc --task add1 ...        GRPO / Dr. GRPO / RLOO and BC on token sequences
 
 `pgrad train ALGO --help` lists an algorithm's flags; --debug shows the full traceback of any error."""
 
@@ -578,6 +579,7 @@ COMMANDS = {
     "list": cmd_list,
     "lab": cmd_lab,
     **{name: _workflow(name) for name in ("compare", "tune", "record", "export", "report", "bc")},
+    "seq": _workflow("sequences"),
 }
 
 

@@ -92,6 +92,11 @@ def load_policy(run_dir: str | Path, checkpoint: str | int = "latest") -> Agent:
         raise CheckpointError(
             f"{folder / META_FILE}: /policy is missing (not a checkpoint of a training run)"
         )
+    if "spec" not in info:  # a token-sequence run (pgrad seq) saves a transformer, not a Gymnasium policy
+        raise CheckpointError(
+            f"{folder}: not a Gymnasium policy's checkpoint (a `pgrad seq` run? evaluate it with "
+            "`pgrad.algorithms.sequences.load_token_policy` and `exact_match`)"
+        )
     with torch.random.fork_rng(devices=[]):
         policy = Policy.from_spec(info["spec"])
     validate_state(policy.state_dict(), info["weights"], folder, prefix="/policy/weights")
