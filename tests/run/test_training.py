@@ -296,14 +296,14 @@ def test_option_types_are_checked_in_one_line(tmp_path, options, expected):
 
 def test_on_evaluation_sees_every_logged_evaluation_and_its_exception_ends_the_run(tmp_path):
     seen: list[dict] = []
-    summary = pgrad.train(
+    summary = pgrad.train(  # evaluations every 1,300 steps, then the final one at the end of the budget
         "reinforce", "CartPole-v1", total_steps=3_000, seed=0, run_dir=str(tmp_path / "a"), num_envs=2,
-        eval_every=1_000, eval_episodes=2, progress=False, tensorboard=False, on_evaluation=seen.append,
+        eval_every=1_300, eval_episodes=2, progress=False, tensorboard=False, on_evaluation=seen.append,
     )  # fmt: skip
     logged = [r for r in read_metrics(summary["run_dir"]) if "eval/mean_return" in r]
     assert [r["global_step"] for r in seen] == [r["global_step"] for r in logged]
     assert [r["mean_return"] for r in seen] == [r["eval/mean_return"] for r in logged]
-    assert seen[-1]["global_step"] == summary["global_step"]
+    assert len(seen) == 3 and seen[-1]["global_step"] == summary["global_step"]
 
     class Stop(Exception):
         pass
