@@ -77,9 +77,12 @@ def resume(
         )
     fixed = sorted(set(run_options) & (RUN_OPTIONS - set(RESUMABLE_OPTIONS)))
     if fixed:
+        why = "they decide what it learns"
+        if fixed == ["tag"]:
+            why = "it labels the run for good: edit run.json to relabel it"
         raise ConfigError(
-            f"{', '.join(fixed)} cannot change when a run resumes (they decide what it learns); "
-            f"options that can: {', '.join(RESUMABLE_OPTIONS)}"
+            f"{', '.join(fixed)} cannot change when a run resumes ({why}); options that can: "
+            f"{', '.join(RESUMABLE_OPTIONS)}"
         )
     _unknown(run_options, set(RESUMABLE_OPTIONS), "resume")
     config = dataclasses.replace(cls.Config(), **_tuples(saved["config"], cls.Config))

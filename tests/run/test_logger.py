@@ -265,5 +265,7 @@ def test_resume_may_turn_wandb_on_but_never_relabels_a_run(tmp_path):
         RESUMABLE_OPTIONS
     )  # the CLI offers them all
     (tmp_path / "run.json").write_text(json.dumps({"algorithm": "reinforce", "run": {}, "config": {}}))
-    with pytest.raises(ConfigError, match="tag cannot change when a run resumes"):
+    with pytest.raises(
+        ConfigError, match="tag cannot change when a run resumes \\(it labels the run for good"
+    ):
         pgrad.resume(tmp_path, tag="other")
