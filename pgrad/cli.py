@@ -28,7 +28,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 import tyro
 
@@ -169,13 +169,11 @@ def _one_line(text: str) -> str:
     return " ".join(lines) or "invalid arguments"
 
 
-@dataclasses.dataclass
-class AlgorithmLine:
+class AlgorithmLine(NamedTuple):
     """An algorithm command's line (`pgrad train`, `pgrad tune`) in parts: the algorithm (named first, or by
     the --config file), the file's run and algorithm options, the env's keyword arguments, the other flags."""
 
     cls: Any
-    config_path: str | None
     run_values: dict[str, Any]
     algo_values: dict[str, Any]
     env_kwargs: dict[str, Any]
@@ -202,7 +200,7 @@ def _algorithm_line(argv: Sequence[str], command: str) -> AlgorithmLine | None:
     run_values, algo_values = _split_config(data, cls, path) if data else ({}, {})
     env_kwargs, rest = _env_kwargs(argv[1:])
     env_kwargs = {**(data.get("env_kwargs") or {}), **env_kwargs}
-    return AlgorithmLine(cls, path, run_values, algo_values, env_kwargs, rest)
+    return AlgorithmLine(cls, run_values, algo_values, env_kwargs, rest)
 
 
 def cmd_train(argv: Sequence[str]) -> int:
@@ -213,13 +211,7 @@ def cmd_train(argv: Sequence[str]) -> int:
     if line is None:
         print(USAGE)
         return 0
-    cls, run_values, algo_values, env_kwargs, rest = (
-        line.cls,
-        line.run_values,
-        line.algo_values,
-        line.env_kwargs,
-        line.rest,
-    )
+    cls, run_values, algo_values, env_kwargs, rest = line
     # The preset depends on --env, so it is looked up before parsing; the file, then the flags override it.
     env = _flag_value(rest, "--env") or run_values.get("env") or RunConfig().env
     use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))

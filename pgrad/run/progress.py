@@ -72,6 +72,10 @@ class Progress:
             self.sps = sps
         if eval_return is not None:
             self.eval_return = eval_return
+        self._show()
+
+    def _show(self) -> None:
+        """Show the figures `update` just took (nothing here; the displays below draw or print)."""
 
     def evaluating(self, done: int, episodes: int) -> None:
         """An evaluation is running: `done` of `episodes` episodes finished."""
@@ -111,14 +115,7 @@ class PlainLines(Progress):
     def _state(self) -> tuple:
         return (self.step, self.eval_return)
 
-    def update(
-        self,
-        step: int | None = None,
-        train_return: float | None = None,
-        sps: float | None = None,
-        eval_return: float | None = None,
-    ) -> None:
-        super().update(step, train_return, sps, eval_return)
+    def _show(self) -> None:
         if self.step >= self.next_mark or self.clock() - self.last_line >= LINE_EVERY_SECONDS:
             self._print()
 
@@ -177,14 +174,7 @@ class LiveBar(Progress):
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
-    def update(
-        self,
-        step: int | None = None,
-        train_return: float | None = None,
-        sps: float | None = None,
-        eval_return: float | None = None,
-    ) -> None:
-        super().update(step, train_return, sps, eval_return)
+    def _show(self) -> None:
         self.bar.update(
             self.task,
             completed=min(self.step, self.total),

@@ -588,13 +588,7 @@ def main(argv: Sequence[str]) -> int:
     if line is None:
         print(USAGE)
         return 0
-    cls, run_values, algo_values, env_kwargs, rest = (
-        line.cls,
-        line.run_values,
-        line.algo_values,
-        line.env_kwargs,
-        line.rest,
-    )
+    cls, run_values, algo_values, env_kwargs, rest = line
     args = _parse(TuneArgs, rest, f"pgrad tune {cls.name}")
     use_threads(args.threads)
 
