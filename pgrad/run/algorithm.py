@@ -52,6 +52,12 @@ class Algorithm:
     # ("log", low, high) (log-uniform float), ("float", low, high), ("int", low, high) or ("categorical",
     # (choice, ...)). Empty here: `pgrad tune` refuses an algorithm that declares none.
     search_space: ClassVar[dict[str, tuple]] = {}
+    # What `--workers K` does (docs/scale_out.md): "none" refuses it; "rollouts": the harness hands the
+    # algorithm a `pgrad.run.workers.WorkerEnvs` whose K Ray actors sample for it (the algorithm is unchanged:
+    # its collectors dispatch to them); "own": the algorithm runs its own Ray actors from the WorkerEnvs'
+    # `setup` (A3C's actor-learners), with K = `default_workers` when --workers is not given.
+    workers: ClassVar[str] = "none"
+    default_workers: ClassVar[int] = 0
 
     policy: Policy
 

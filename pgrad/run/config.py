@@ -116,6 +116,13 @@ class RunConfig:
     """torch CPU threads (1 is fastest for small networks and makes runs bitwise reproducible)."""
     device: str = "cpu"
     """torch device for networks and rollouts."""
+    workers: int = 0
+    """Ray workers (needs pip install 'pgrad[ray]'): K actors, each stepping num_envs / K of the sub-envs
+    with the current weights, for the on-policy algorithms; K asynchronous actor-learners for a3c (default
+    2). 0: sample in this process. docs/scale_out.md."""
+    ray_address: str | None = None
+    """Ray cluster to join with --workers ("auto": the one this machine belongs to, or HOST:PORT of its
+    head); None: start a local Ray with this machine's cores."""
     progress: bool = True
     """Show progress on stderr: a live bar on a terminal; in a file, pipe or CI log a plain line every 10% of
     total_steps or every 60 s, whichever comes first (step, train and eval return, steps/s, elapsed, ETA)."""
@@ -155,6 +162,8 @@ def check_run_config(run: RunConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
     if run.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {run.threads}")
+    if run.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {run.workers}")
     if not run.checkpoint_minutes >= 0:
         raise ConfigError(f"--checkpoint-minutes must be >= 0, got {run.checkpoint_minutes}")
     if run.eval_max_steps < 1:
@@ -191,6 +200,8 @@ RESUMABLE_OPTIONS = (
     "keep_checkpoints",
     "log_every",
     "threads",
+    "workers",
+    "ray_address",
     "progress",
     "tensorboard",
     "wandb",

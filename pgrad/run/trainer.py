@@ -109,20 +109,26 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         check_run_dir(self.run_dir, resume)
         seed_everything(run.seed)
+        if run.ray_address is not None and not (run.workers or self.cls.default_workers):
+            raise ConfigError("--ray-address joins a Ray cluster for --workers K: give --workers too")
         # The differentiable-simulator family steps the batched torch twin of the env (its gradients); "auto"
         # is resolved once here and recorded, so a resumed run steps the same backend.
         backend = "native" if getattr(algorithm, "differentiable", False) else run.backend
         backend = resolve_backend(self.env, algo_config.num_envs, backend, self.env_kwargs)
         self.run_config = run = dataclasses.replace(run, backend=backend)
-        self.envs = make_env(
-            self.env,
-            algo_config.num_envs,
-            backend=backend,
-            algorithm=self.cls.name,
-            env_kwargs=self.env_kwargs,
-            action_spaces=self.cls.action_spaces,
-            device=self.device,
-        )
+        workers = run.workers or self.cls.default_workers
+        if workers:  # Ray actors sample (or, for A3C, learn) in other processes: docs/scale_out.md
+            self.envs = self._worker_envs(workers, backend)
+        else:
+            self.envs = make_env(
+                self.env,
+                algo_config.num_envs,
+                backend=backend,
+                algorithm=self.cls.name,
+                env_kwargs=self.env_kwargs,
+                action_spaces=self.cls.action_spaces,
+                device=self.device,
+            )
         if self.envs.max_episode_steps is None:
             warnings.warn(
                 f"env '{self.label}' has no time limit: an episode may never end; evaluation cuts its "
@@ -159,6 +165,31 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    def _worker_envs(self, workers: int, backend: str):
+        """The run's envs as K Ray workers' shares (`pgrad.run.workers.WorkerEnvs`), for algorithms that
+        sample or learn on Ray; a one-line error for the others."""
+        if self.cls.workers == "none":
+            raise ConfigError(
+                f"{self.cls.name} does not run on Ray workers (--workers {workers}): --workers applies "
+                "to the on-policy score-function algorithms and a3c"
+            )
+        from pgrad.run.ray_cluster import WorkerSetup
+        from pgrad.run.workers import WorkerEnvs
+
+        setup = WorkerSetup(
+            workers=workers,
+            address=self.run_config.ray_address,
+            env=self.env,
+            env_kwargs=self.env_kwargs,
+            num_envs=self.algo_config.num_envs,
+            backend=backend,
+            algorithm=self.cls.name,
+            action_spaces=self.cls.action_spaces,
+            seed=self.run_config.seed,
+            threads=self.run_config.threads,
+        )
+        return WorkerEnvs(setup, device=self.device)
 
     def close(self) -> None:
         """Close the envs and release the run folder (idempotent; `run()` does it when it returns)."""
