@@ -75,6 +75,10 @@ class Algorithm:
         self.total_steps = total_steps
         return None
 
+    def close(self) -> None:
+        """Release what the algorithm holds outside this process (A3C's Ray actors); the harness calls it
+        when the run ends, before closing the envs. Idempotent."""
+
     def on_resume(self, iteration: int) -> None:
         """Called after `load_state_dict` when a run resumes at `iteration` and its envs could not be restored
         (their state is not saveable without pickle): the algorithm starts new episodes here."""

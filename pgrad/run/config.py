@@ -117,9 +117,9 @@ class RunConfig:
     device: str = "cpu"
     """torch device for networks and rollouts."""
     workers: int = 0
-    """Ray workers (needs pip install 'pgrad[ray]'): K actors, each stepping num_envs / K of the sub-envs
-    with the current weights, for the on-policy algorithms; K asynchronous actor-learners for a3c (default
-    2). 0: sample in this process. docs/scale_out.md."""
+    """Ray workers (needs pip install 'pgrad[ray]'): for the on-policy score-function algorithms, K actors
+    each stepping num_envs / K of the sub-envs with the current weights; for a3c, K asynchronous
+    actor-learners with num_envs sub-envs each (default 2). 0: sample in this process. docs/scale_out.md."""
     ray_address: str | None = None
     """Ray cluster to join with --workers ("auto": the one this machine belongs to, or HOST:PORT of its
     head); None: start a local Ray with this machine's cores."""

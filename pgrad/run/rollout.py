@@ -61,7 +61,13 @@ def collect_episodes(
     episodes drawn from the current policy (stopping at "the first M episodes to finish" would favour short
     ones). Steps a sub-env takes after its quota are left out through `mask`, but they are env steps all the
     same and count in `envs.global_step`.
+
+    Envs on Ray workers (`pgrad.run.workers.WorkerEnvs`, which has `collect_episodes`) collect there: each
+    worker its sub-envs' share of the seeds, the batches side by side (`stack_rollouts`).
     """
+    remote = getattr(envs, "collect_episodes", None)
+    if remote is not None:
+        return remote(policy, episodes_per_env, seed, max_steps)
     obs = envs.reset(seed=seed)
     n = envs.num_envs
     finished = torch.zeros(n, dtype=torch.long, device=obs.device)
@@ -173,7 +179,16 @@ class StepCollector:
         self.episode_step = None if step is None else step.to(self.envs.device)
 
     def collect(self, policy: Policy, num_steps: int) -> Rollout:
-        """Run `num_steps` vector steps with `policy`; every step is in the batch (mask all True)."""
+        """Run `num_steps` vector steps with `policy`; every step is in the batch (mask all True).
+
+        Envs on Ray workers (`pgrad.run.workers.WorkerEnvs`, which has `collect_steps`) collect there: each
+        worker runs its own collector on its sub-envs; this one keeps the concatenated last observations and
+        episode steps (so its state has the same shapes as a local run's)."""
+        remote = getattr(self.envs, "collect_steps", None)
+        if remote is not None:
+            seed = self.seed if self.obs is None else None
+            rollout, self.obs, self.episode_step = remote(policy, num_steps, seed, self.count_steps)
+            return rollout
         if self.obs is None:
             self.obs = self.envs.reset(seed=self.seed)
             self.episode_step = None

@@ -182,7 +182,8 @@ class Trainer:
             address=self.run_config.ray_address,
             env=self.env,
             env_kwargs=self.env_kwargs,
-            num_envs=self.algo_config.num_envs,
+            # an "own" algorithm's num_envs is per actor (A3C's actor-learners): K actors step K times it
+            num_envs=self.algo_config.num_envs * (workers if self.cls.workers == "own" else 1),
             backend=backend,
             algorithm=self.cls.name,
             action_spaces=self.cls.action_spaces,
@@ -192,7 +193,9 @@ class Trainer:
         return WorkerEnvs(setup, device=self.device)
 
     def close(self) -> None:
-        """Close the envs and release the run folder (idempotent; `run()` does it when it returns)."""
+        """Stop the algorithm's own actors, close the envs and release the run folder (idempotent; `run()`
+        does it when it returns)."""
+        self.algo.close()
         self.envs.close()
         self.lock.release()
 
@@ -326,6 +329,8 @@ class Trainer:
             record["charts/episode_return"] = float(np.mean(self._returns))
             record["charts/episode_return_std"] = float(np.std(self._returns))
             record["charts/episode_length"] = float(np.mean(self._lengths))
+        if hasattr(self.envs, "metrics"):  # Ray workers' own (stats/worker_restarts); the algorithm's win
+            record.update(self.envs.metrics())
         record.update({k: float(v) if isinstance(v, torch.Tensor) else v for k, v in metrics.items()})
         self._returns, self._lengths = [], []
         self._interval_step, self._interval_time = step, self.wall_time

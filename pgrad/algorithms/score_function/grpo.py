@@ -141,6 +141,7 @@ class GRPO(Algorithm):
     family = "score function"
     summary = "GRPO / Dr. GRPO: clipped ratio, group-relative outcome advantages, k3 KL to a frozen reference"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune; RLOO inherits it): step size, group size, epochs, ε and
     # the KL weight β (0: none, as DAPO; 0.04: DeepSeekMath's).

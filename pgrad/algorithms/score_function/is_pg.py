@@ -143,6 +143,7 @@ class ImportanceSampledPG(Algorithm):
     family = "score function"
     summary = "off-policy REINFORCE: trajectory or per-decision importance weights, truncation, WIS, replay"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): step size, γ, batch, how stale the behaviour policy gets
     # and how often each batch is reused, the weights' form.

@@ -97,6 +97,7 @@ class NPG(Algorithm):
     family = "score function"
     summary = "natural PG: F⁻¹∇J by conjugate gradient on Fisher-vector products, step scaled to KL δ"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_trpo_params: the KL radius (its
     # target_kl), CG steps, critic updates, γ, λ, the batch.

@@ -141,6 +141,7 @@ class PPO(Algorithm):
     family = "score function"
     summary = "PPO: minibatch epochs on the clipped (or KL-penalised) ratio surrogate with GAE(λ) advantages"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_ppo_params (lr up to 1e-2: the
     # CartPole preset's 4e-3 is above its 2e-3; γ and λ from its categorical lists; minibatches by count).

@@ -137,6 +137,7 @@ class Reinforce(Algorithm):
     family = "score function"
     summary = "naive PG / REINFORCE: Σ ∇log π · (G − b), b ∈ {none, mean, per-step, optimal, learned V}"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): step sizes, discount, episodes per update, baseline.
     search_space: ClassVar[dict[str, tuple]] = {

@@ -39,6 +39,7 @@ class RLOO(GRPO):
     family = "score function"
     summary = "RLOO: REINFORCE over whole episodes with the leave-one-out group mean as baseline"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
 
     def advantages(self, outcomes_GK: Tensor) -> Tensor:
         return leave_one_out_advantages(outcomes_GK)

@@ -47,6 +47,7 @@ class TRPO(npg.NPG):
     family = "score function"
     summary = "TRPO: natural step by CG on Fisher-vector products + KL-constrained backtracking line search"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     # `pgrad tune`'s search: NPG's and the line search's shrink factor (rl-zoo's choices).
     search_space: ClassVar[dict[str, tuple]] = {
         **npg.NPG.search_space,

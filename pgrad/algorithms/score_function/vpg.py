@@ -101,6 +101,7 @@ class VPG(Algorithm):
     family = "score function"
     summary = "vanilla PG: one step on Σ ∇log π · GAE(λ) per batch, value net fitted on the λ-returns"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune): both step sizes, γ, GAE λ (rl-zoo's), the batch.
     search_space: ClassVar[dict[str, tuple]] = {
