@@ -1,6 +1,7 @@
 """Algorithms, one folder per way of estimating the policy gradient ∇θJ (see DESIGN.md and the docs):
 
-    score_function/   ∇θJ ≈ E[∇θ log πθ(a|s) · Â]     REINFORCE, VPG, A2C, NPG, TRPO, PPO, GRPO, RLOO, IS-PG
+    score_function/   ∇θJ ≈ E[∇θ log πθ(a|s) · Â]     REINFORCE, VPG, A2C, A3C, NPG, TRPO, PPO, GRPO, RLOO,
+                                                      IS-PG
     critic/           ∇θJ ≈ E[∇ₐQ(s,a) · ∇θ a]         the learned-critic family
     differentiable/   ∇θJ = ∇θ Σ γᵗ r(sₜ(θ), aₜ(θ))    the differentiable-simulator family
 
@@ -29,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "reinforce": "pgrad.algorithms.score_function.reinforce:Reinforce",
     "vpg": "pgrad.algorithms.score_function.vpg:VPG",
     "a2c": "pgrad.algorithms.score_function.a2c:A2C",
+    "a3c": "pgrad.algorithms.score_function.a3c:A3C",
     "npg": "pgrad.algorithms.score_function.npg:NPG",
     "trpo": "pgrad.algorithms.score_function.trpo:TRPO",
     "ppo": "pgrad.algorithms.score_function.ppo:PPO",

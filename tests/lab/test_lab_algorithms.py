@@ -79,7 +79,8 @@ def first_cosine(label: str, seed: int = 0, problem=PROBLEM) -> float:
 def test_every_algorithm_is_covered():
     from pgrad.algorithms import list_algorithms
 
-    every = {row["name"] for row in list_algorithms()}
+    # a3c pushes A2C's gradient from Ray actors; tests/algorithms/test_a3c.py holds it to A2C's loss gradient
+    every = {row["name"] for row in list_algorithms()} - {"a3c"}
     assert every == {CASE[label].algorithm for label in COVERED} == {case.algorithm for case in CASES}
 
 

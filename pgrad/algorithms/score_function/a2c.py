@@ -144,11 +144,69 @@ def critic_targets(
     )
 
 
+def make_networks(config: Config, envs: VecEnv, device: torch.device) -> nn.Module:
+    """A2C's networks for `envs`' spaces: one `ActorCritic` (--architecture shared) or a ModuleDict of a
+    `Policy` and a critic (separate): V(s), Q(s, ·) as |A| outputs (discrete actions) or Q(s, a) from
+    concat(s, a) (Box actions). A3C's parameter server and actor-learners build theirs here too."""
+    space = envs.single_action_space
+    heads = head_options(envs, config)
+    q_discrete = config.critic == "q" and isinstance(space, spaces.Discrete)
+    q_box = config.critic == "q" and not q_discrete
+    outputs = int(space.n) if q_discrete else 1
+    action_dim = int(space.shape[0]) if q_box else 0
+    net = {
+        "hidden_sizes": config.hidden_sizes,
+        "activation": config.activation,
+        "normalize_obs": config.normalize_obs,
+    }
+    if config.architecture == "shared":
+        return ActorCritic(
+            envs.obs_dim,
+            space,
+            head=config.policy,
+            value_outputs=outputs,
+            action_dim=action_dim,
+            **net,
+            **heads,
+        ).to(device)
+    policy = Policy(envs.obs_dim, space, head=config.policy, **net, **heads).to(device)
+    critic = (
+        QNetwork(envs.obs_dim, outputs=outputs, action_dim=action_dim, **net)
+        if config.critic == "q"
+        else ValueNetwork(envs.obs_dim, **net)
+    ).to(device)
+    return nn.ModuleDict({"policy": policy, "critic": critic})
+
+
+def network_groups(model: nn.Module) -> dict[str, nn.Module]:
+    """The independently stepped and clipped parameter groups of `make_networks`' model: {"model"} (shared)
+    or {"policy", "critic"} (separate)."""
+    if isinstance(model, ActorCritic):
+        return {"model": model}
+    return {"policy": model["policy"], "critic": model["critic"]}
+
+
+def make_optimizers(config: Config, groups: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    """One optimiser per parameter group (RMSprop with SB3's α 0.99, ε 1e-5); the critic's at value_lr."""
+    options = {"alpha": 0.99, "eps": 1e-5} if config.optimizer.lower() == "rmsprop" else {}
+    value_lr = config.value_lr if config.value_lr is not None else config.lr
+    return {
+        name: make_optimizer(
+            config.optimizer,
+            module.named_parameters(),
+            value_lr if name == "critic" else config.lr,
+            **options,
+        )
+        for name, module in groups.items()
+    }
+
+
 class A2C(Algorithm):
     name = "a2c"
     family = "score function"
     summary = "A2C: one step per short rollout on Σ ∇log π · Ψ, Ψ = n-step/TD/GAE advantage or Q critic"
     Config = Config
+    workers = "rollouts"  # --workers K: Ray actors sample for it (pgrad.run.workers)
     free_state = ("prior",)  # the prior's own shapes (it may differ from the policy): checked on load
     # `pgrad tune`'s search (pgrad.workflow.tune), after rl-zoo's sample_a2c_params (its n_steps is for one
     # env; here per sub-env, around SB3's 5).
@@ -165,39 +223,15 @@ class A2C(Algorithm):
         super().__init__(config, envs, seed, device, total_steps)
         check_config(config, envs)
         space = envs.single_action_space
-        heads = head_options(envs, config)
-        # Q(s, ·) as |A| outputs for discrete actions; Q(s, a) from concat(s, a) for Box actions.
         self.q_discrete = config.critic == "q" and isinstance(space, spaces.Discrete)
         self.q_box = config.critic == "q" and not self.q_discrete
-        outputs = int(space.n) if self.q_discrete else 1
-        action_dim = int(space.shape[0]) if self.q_box else 0
-        net = {
-            "hidden_sizes": config.hidden_sizes,
-            "activation": config.activation,
-            "normalize_obs": config.normalize_obs,
-        }
         self.shared = config.architecture == "shared"
+        self.model = make_networks(config, envs, device)
+        groups = network_groups(self.model)
         if self.shared:
-            self.model: nn.Module = ActorCritic(
-                envs.obs_dim,
-                space,
-                head=config.policy,
-                value_outputs=outputs,
-                action_dim=action_dim,
-                **net,
-                **heads,
-            ).to(device)
             self.policy = self.model.policy
-            groups = {"model": self.model}
         else:
-            self.policy = Policy(envs.obs_dim, space, head=config.policy, **net, **heads).to(device)
-            self.critic = (
-                QNetwork(envs.obs_dim, outputs=outputs, action_dim=action_dim, **net)
-                if config.critic == "q"
-                else ValueNetwork(envs.obs_dim, **net)
-            ).to(device)
-            self.model = nn.ModuleDict({"policy": self.policy, "critic": self.critic})
-            groups = {"policy": self.policy, "critic": self.critic}
+            self.policy, self.critic = groups["policy"], groups["critic"]
         if self.shared and config.init_from is not None:
             raise ConfigError(
                 f"init_from '{config.init_from}': a run's policy initialises a2c's separate networks only "
@@ -205,18 +239,7 @@ class A2C(Algorithm):
             )
         self.prior = ImitativePrior(config, envs, device, self.name)  # --init-from, --prior-kl
         self.prior.start(self.policy, None if self.shared else self.critic)
-        # One optimiser per independently clipped parameter group.
-        options = {"alpha": 0.99, "eps": 1e-5} if config.optimizer.lower() == "rmsprop" else {}
-        value_lr = config.value_lr if config.value_lr is not None else config.lr
-        self.optimizers = {
-            name: make_optimizer(
-                config.optimizer,
-                module.named_parameters(),
-                value_lr if name == "critic" else config.lr,
-                **options,
-            )
-            for name, module in groups.items()
-        }
+        self.optimizers = make_optimizers(config, groups)
         self.param_groups = {name: list(module.parameters()) for name, module in groups.items()}
         self.collector = StepCollector(
             envs, derive_seed(seed, "train", 0), count_steps=config.discount_weighting
@@ -265,10 +288,9 @@ class A2C(Algorithm):
         return out
 
     # -- one update -----------------------------------------------------------------------------------------
-    def iteration(self, index: int) -> IterationResult:
+    def loss(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, Any]]:
+        """(L, diagnostics) of one rollout at the current weights (module docstring); no step is taken."""
         config = self.config
-        self.prior.check_ready()
-        rollout = self.collector.collect(self.policy, config.num_steps)
         next_values = self._bootstrap(rollout)
         dist, out, _ = self._evaluate(rollout.obs, rollout.actions)
         critic_sa = self._at(out, rollout.actions)  # C(s_t[, a_t]) [T, N], with grad
@@ -297,6 +319,22 @@ class A2C(Algorithm):
         entropy = dist.entropy().mean()
         prior_loss, prior_kl = self.prior.penalty(rollout.obs, dist)  # every step of the rollout is valid
         loss = policy_loss + prior_loss + config.vf_coef * critic_loss - config.ent_coef * entropy
+        info = {
+            "loss/policy": policy_loss.detach(),
+            "loss/value": critic_loss.detach(),
+            "stats/entropy": entropy.detach(),
+            "stats/explained_variance": explained_variance(values.flatten(), returns.flatten()),
+            "stats/advantage_mean": weights.mean(),
+        }
+        if self.prior.prior is not None:
+            info["stats/prior_kl"] = prior_kl
+        return loss, info
+
+    def iteration(self, index: int) -> IterationResult:
+        config = self.config
+        self.prior.check_ready()
+        rollout = self.collector.collect(self.policy, config.num_steps)
+        loss, metrics = self.loss(rollout)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -304,18 +342,9 @@ class A2C(Algorithm):
             name: clip_and_step(self.optimizers[name], params, config.max_grad_norm)
             for name, params in self.param_groups.items()
         }
-        metrics = {
-            "loss/policy": policy_loss.detach(),
-            "loss/value": critic_loss.detach(),
-            "stats/entropy": entropy.detach(),
-            "stats/grad_norm": grad_norms.get("model", grad_norms.get("policy")),
-            "stats/explained_variance": explained_variance(values.flatten(), returns.flatten()),
-            "stats/advantage_mean": weights.mean(),
-        }
+        metrics["stats/grad_norm"] = grad_norms.get("model", grad_norms.get("policy"))
         if not self.shared:
             metrics["stats/value_grad_norm"] = grad_norms["critic"]
-        if self.prior.prior is not None:
-            metrics["stats/prior_kl"] = prior_kl
         # after the update: acting and the gradient used the same statistics
         update_normalizers(rollout.obs.flatten(0, 1), self.policy, None if self.shared else self.critic)
         return IterationResult(metrics, rollout.episode_returns, rollout.episode_lengths)
