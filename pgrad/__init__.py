@@ -32,6 +32,7 @@ _PUBLIC = {
     "export": "pgrad.workflow.export",
     "record": "pgrad.workflow.record",
     "report": "pgrad.workflow.report",
+    "sweep": "pgrad.workflow.sweep",
     "tune": "pgrad.workflow.tune",
     "train_sequences": "pgrad.algorithms.sequences",
 }
@@ -55,6 +56,7 @@ __all__ = [
     "record",
     "report",
     "resume",
+    "sweep",
     "train",
     "train_sequences",
     "tune",

@@ -7,7 +7,7 @@
     pgrad resume DIR [--total-steps N] [--eval-every N ...]
     pgrad list
     pgrad lab list | STUDY [--out DIR] [--estimates M] ... | claims | algorithms
-    pgrad compare|tune|record|export|report ...   the researcher's workflow (pgrad/workflow/)
+    pgrad compare|tune|sweep|record|export|report ...   the researcher's workflow (pgrad/workflow/)
 
 Bad input (unknown algorithm, env id or flag, invalid value) prints one line `pgrad: error: ...` on stderr
 and exits with status 2, without a traceback (`--debug` anywhere on the line shows it). Ctrl-C or SIGTERM
@@ -36,7 +36,7 @@ from pgrad.errors import ConfigError, Interrupted, PgradError, PgradWarning, did
 from pgrad.run.config import RunConfig, use_threads
 
 C = TypeVar("C")
-USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,report,bc,seq} ...
+USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,sweep,record,export,report,bc,seq} ...
 
   pgrad train ALGO --env ENV_ID --total-steps N --seed S --run-dir DIR [algorithm flags]
               [--env-kwargs '{"key": value}'] [--env-arg KEY=VALUE ...]   the env constructor's arguments
@@ -47,6 +47,7 @@ USAGE = """usage: pgrad {train,eval,resume,list,lab,compare,tune,record,export,r
   pgrad lab list | STUDY | claims | algorithms   the gradient lab: estimators, algorithms vs the exact ∇J
   pgrad compare RUN_DIR... | --algos A,B --env ENV --seeds N   IQM and bootstrap CIs across seeds (rliable)
   pgrad tune ALGO --env ENV --trials N      hyper-parameter search (Optuna TPE, median pruning, SQLite)
+  pgrad sweep ALGO --env ENV --grid K=V1,V2 --seeds N   a grid × seeds, each run a Ray task
   pgrad record DIR [--out FILE.mp4|.gif]    a video of the policy
   pgrad export DIR --format onnx|torchscript   the deterministic policy as a standalone file
   pgrad report DIR...                       curves and plain-language warnings (HTML and markdown)
@@ -110,6 +111,10 @@ class ResumeArgs:
     """Write a metrics record at least every this many env steps."""
     threads: int | None = None
     """torch CPU threads."""
+    workers: int | None = None
+    """Ray workers to continue on (0: sample in this process; None: as the run was started)."""
+    ray_address: str | None = None
+    """Ray cluster to join with --workers (None: as the run was started, else a local Ray)."""
     progress: bool = True
     """Show progress on stderr (a live bar on a terminal, plain lines in a file or CI log)."""
     tensorboard: bool | None = None
@@ -570,7 +575,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "list": cmd_list,
     "lab": cmd_lab,
-    **{name: _workflow(name) for name in ("compare", "tune", "record", "export", "report", "bc")},
+    **{name: _workflow(name) for name in ("compare", "tune", "sweep", "record", "export", "report", "bc")},
     "seq": _workflow("sequences"),
 }
 

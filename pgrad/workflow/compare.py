@@ -42,6 +42,7 @@ from pgrad.errors import CheckpointError, ConfigError, PgradWarning, did_you_mea
 
 LABELS = ("algorithm", "env", "tag", "algorithm+env")
 METRICS = {"eval": "eval/mean_return", "train": "charts/episode_return"}
+SWEEP_FILE = "sweep.json"  # written by `pgrad sweep` in its folder (pgrad.workflow.sweep)
 MAX_GRID = 500  # learning-curve points per group at most: a longer union of steps is resampled evenly
 FEATURE = "pgrad compare"
 
@@ -85,6 +86,16 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.nda
     return steps, np.array([points[int(s)] for s in steps], dtype=np.float64)
 
 
+def sweep_run_dirs(folder: str | Path) -> list[Path]:
+    """The run folders of the `pgrad sweep` in `folder` (its sweep.json) that finished, in the sweep's
+    order: what `pgrad compare SWEEP_DIR --label-by tag` compares."""
+    path = Path(folder) / SWEEP_FILE
+    if not path.exists():
+        raise ConfigError(f"{folder} holds no {SWEEP_FILE}: not a pgrad sweep folder")
+    runs = json.loads(path.read_text())["runs"]
+    return [Path(folder) / r["label"] / f"s{r['seed']}" for r in runs if r["status"] != "failed"]
+
+
 def read_runs(run_dirs: Sequence[str | Path], label_by: str, metric: str) -> list[_Run]:
     """The runs of `run_dirs`, labelled, with their `metric` series; one-line errors for a folder that is not
     a run, a run that never recorded the metric, a folder given twice."""
@@ -93,7 +104,17 @@ def read_runs(run_dirs: Sequence[str | Path], label_by: str, metric: str) -> lis
 
     key = METRICS[metric]
     runs, seen = [], {}
-    for given in run_dirs:
+    # a sweep's folder (sweep.json, no run.json) stands for its finished runs
+    expanded = [
+        run
+        for given in run_dirs
+        for run in (
+            sweep_run_dirs(given)
+            if (Path(given) / SWEEP_FILE).exists() and not (Path(given) / "run.json").exists()
+            else [given]
+        )
+    ]
+    for given in expanded:
         path = Path(given)
         if not path.is_dir():
             raise ConfigError(f"{path}: no such run folder")
