@@ -318,3 +318,36 @@ def test_entropy_bonus_raises_the_entropy_of_the_sampled_completions():
     before = entropy()
     algo._step(batch)
     assert entropy() > before
+
+
+def test_partial_reward_reaches_the_task_from_train_sequences_and_the_cli(tmp_path, monkeypatch):
+    from pgrad.algorithms.sequences import grpo
+    from pgrad.workflow.sequences import main
+
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(grpo_make_task(*args, **kwargs))
+        return built[-1]
+
+    grpo_make_task = grpo.make_task
+    monkeypatch.setattr(grpo, "make_task", spy)
+    tiny = dict(iterations=1, prompts_per_iter=2, group_size=2, d_model=16, n_heads=2, eval_prompts=4)
+    train_sequences("add2le", "grpo", partial_reward=0.5, run_dir=str(tmp_path / "a"), **tiny)
+    assert (built[-1].name, built[-1].partial_reward, built[-1].format_reward) == ("add2le", 0.5, 0.1)
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["partial_reward"] == 0.5
+    flags = ["--iterations", "1", "--prompts-per-iter", "2", "--group-size", "2", "--d-model", "16"]
+    flags += ["--n-heads", "2", "--eval-prompts", "4", "--format-reward", "0.2"]
+    assert (
+        main(
+            ["train", "--task", "sort4", "--partial-reward", "0.3", *flags, "--run-dir", str(tmp_path / "b")]
+        )
+        == 0
+    )
+    assert (built[-1].name, built[-1].partial_reward, built[-1].format_reward) == ("sort4", 0.3, 0.2)
+    assert train_sequences("add2", "grpo", run_dir=str(tmp_path / "c"), **tiny)["samples"] == 4
+    assert built[-1].partial_reward == 0.0  # off by default
+    with pytest.raises(ConfigError, match="digitsum: has no unique answer"):
+        train_sequences("digitsum", "grpo", partial_reward=0.2, run_dir=str(tmp_path / "d"), **tiny)
+    with pytest.raises(ConfigError, match="format_reward \\+ partial_reward must be < 1"):
+        train_sequences("add2", "grpo", partial_reward=0.9, run_dir=str(tmp_path / "e"), **tiny)

@@ -46,7 +46,8 @@ class Config(ModelConfig):
     """Options of `pgrad seq bc` / `train_bc`."""
 
     task: str = "add1"
-    """Sequence task: add1, add2, sort4, digitsum (its tokenizer, lengths and evaluation verifier)."""
+    """Sequence task: add1, add2, add1le, add2le, sort4, digitsum (its tokenizer, lengths and evaluation
+    verifier)."""
     demonstrations: int = 200
     """Number of the task's own demonstrations to fit (ignored with dataset)."""
     dataset: str | None = None

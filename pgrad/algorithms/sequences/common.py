@@ -45,9 +45,10 @@ class ModelConfig:
     """Attention heads per block."""
 
 
-def make_task(name: str, format_reward: float = 0.0) -> SequenceTask:
-    """The built-in task `name` with its format reward (``digitsum`` keeps its default max_digits)."""
-    return make_sequence_task(name, format_reward=format_reward)
+def make_task(name: str, format_reward: float = 0.0, partial_reward: float = 0.0) -> SequenceTask:
+    """The built-in task `name` with its format and partial-credit rewards (``digitsum`` keeps its default
+    max_digits and refuses partial_reward > 0)."""
+    return make_sequence_task(name, format_reward=format_reward, partial_reward=partial_reward)
 
 
 def fresh_policy(task: SequenceTask, config: ModelConfig) -> TransformerPolicy:

@@ -72,7 +72,7 @@ class Config(ModelConfig):
     """Options of `pgrad seq train` / `train_sequences` (the model fields first, then the algorithm's)."""
 
     task: str = "add1"
-    """Sequence task: add1, add2, sort4, digitsum."""
+    """Sequence task: add1, add2, add1le, add2le (answer least-significant digit first), sort4, digitsum."""
     advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
     """Group advantage: grpo (mean/std), dr_grpo (mean only, constant length norm), rloo (leave-one-out)."""
     length_norm: Literal["auto", "sequence", "constant"] = "auto"
@@ -80,6 +80,10 @@ class Config(ModelConfig):
     grpo, constant for dr_grpo and rloo."""
     format_reward: float = 0.1
     """Reward of a well-formed but wrong completion (digits then EOS); the success metrics ignore it."""
+    partial_reward: float = 0.0
+    """Partial credit: a well-formed wrong completion also earns partial_reward × the share of the answer's
+    digits it has in place, aligned by significance (`SequenceTask.credit`); format_reward + partial_reward
+    must be < 1, and digitsum (many correct answers) refuses it. The success metrics ignore it."""
     iterations: int = 200
     """Training iterations (each samples prompts_per_iter · group_size completions)."""
     prompts_per_iter: int = 32
@@ -373,7 +377,7 @@ def run(config: Config) -> dict[str, Any]:
     """The training loop of `train_sequences` for a full `Config`."""
     use_threads(config.threads)
     check_config(config)
-    task = make_task(config.task, config.format_reward)
+    task = make_task(config.task, config.format_reward, config.partial_reward)
     algo = SequenceGRPO(config, task)
     held_out = eval_prompts(task, config.eval_prompts, config.seed)
     per_iter = config.prompts_per_iter * config.group_size
