@@ -209,7 +209,6 @@ def _algorithm_line(argv: Sequence[str], command: str) -> AlgorithmLine | None:
 
 
 def cmd_train(argv: Sequence[str]) -> int:
-    from pgrad.algorithms.presets import preset
     from pgrad.run.trainer import Trainer
 
     line = _algorithm_line(argv, "train")
@@ -219,22 +218,33 @@ def cmd_train(argv: Sequence[str]) -> int:
     cls, run_values, algo_values, env_kwargs, rest = line
     # The preset depends on --env, so it is looked up before parsing; the file, then the flags override it.
     env = _flag_value(rest, "--env") or run_values.get("env") or RunConfig().env
-    use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))
-    options = preset(cls.name, env) if use_preset else {}
-    args = _parse(
-        TrainArgs[cls.Config],
-        rest,
-        f"pgrad train {cls.name}",
-        default=TrainArgs(
-            dataclasses.replace(RunConfig(), **run_values),
-            dataclasses.replace(cls.Config(), **{**options, **algo_values}),
-        ),
-    )
+    args, options, _ = _parse_train(line, env, f"pgrad train {cls.name}")
     # the preset's options that neither the file nor a flag overrode
     applied = {k: v for k, v in options.items() if k not in algo_values and getattr(args.algo, k) == v}
     summary = Trainer(cls, args.algo, args.run, env_kwargs=env_kwargs, preset=applied).run()
     print(json.dumps(_summary_line(summary)))
     return 0
+
+
+def _parse_train(line: AlgorithmLine, env: str, prog: str) -> tuple[Any, dict[str, Any], bool]:
+    """`pgrad train`'s flags of an algorithm line parsed over pgrad's preset for `env` (looked up before
+    parsing, as it depends on --env), the config file's values and the defaults: (TrainArgs, the preset's
+    options, whether the preset applies). `pgrad sweep` parses its runs' flags the same way."""
+    from pgrad.algorithms.presets import preset
+
+    cls, run_values, algo_values, _, rest = line
+    use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))
+    options = preset(cls.name, env) if use_preset else {}
+    args = _parse(
+        TrainArgs[cls.Config],
+        rest,
+        prog,
+        default=TrainArgs(
+            dataclasses.replace(RunConfig(), **run_values),
+            dataclasses.replace(cls.Config(), **{**options, **algo_values}),
+        ),
+    )
+    return args, options, use_preset
 
 
 def _without_flag(argv: Sequence[str], flag: str) -> tuple[str | None, list[str]]:

@@ -673,15 +673,14 @@ def _take(argv: Sequence[str], flags: Sequence[str]) -> tuple[list[tuple[str, st
 
 def main(argv: Sequence[str]) -> int:
     """`pgrad sweep ALGO ...`: parse the line, sweep, print the table and the compare command."""
-    from pgrad.algorithms.presets import preset
-    from pgrad.cli import TrainArgs, _algorithm_line, _parse
+    from pgrad.cli import _algorithm_line, _parse, _parse_train
     from pgrad.run.config import RunConfig
 
     line = _algorithm_line(argv, "sweep")
     if line is None or any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    cls, run_values, algo_values, env_kwargs, rest = line
+    cls, run_values, _, env_kwargs, rest = line
     taken, rest = _take(rest, OWN_FLAGS)
     missing = [flag for flag, value in taken if value is None]
     if missing:
@@ -710,16 +709,8 @@ def main(argv: Sequence[str]) -> int:
     env = _flag_value_or(rest, "--env", run_values.get("env"))
     if env is None:
         raise ConfigError(f"pgrad sweep {cls.name}: --env ENV_ID is needed (or an env in the --config file)")
-    use_preset = "--preset" in rest or ("--no-preset" not in rest and run_values.get("preset", True))
-    applied = preset(cls.name, env) if use_preset else {}
-    args = _parse(
-        TrainArgs[cls.Config],
-        rest,
-        f"pgrad sweep {cls.name}",
-        default=TrainArgs(
-            dataclasses.replace(RunConfig(), **run_values),
-            dataclasses.replace(cls.Config(), **{**applied, **algo_values}),
-        ),
+    args, applied, use_preset = _parse_train(
+        line._replace(run_values=run_values, rest=rest), env, f"pgrad sweep {cls.name}"
     )
     # the options that differ from what pgrad.train would use anyway (the Config's defaults and the preset)
     baseline_algo = dataclasses.replace(cls.Config(), **applied)
