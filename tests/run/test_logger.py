@@ -8,6 +8,7 @@ import math
 import re
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,14 @@ def _key(item) -> str:
 def wandb_session(run_dir: Path, index: int) -> dict:
     """What a run's index-th W&B session wrote: its run record, history rows, metric definitions, exit."""
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    records = wandb_records(files[index])
+    # W&B's service process writes the log: on a loaded machine its last records may land after finish()
+    # returned (a fresh-clone run once read a file without its run record), so wait for the exit record
+    deadline = time.monotonic() + 60
+    while True:
+        records = wandb_records(files[index])
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     rows = [  # a key with a slash may come as a path (nested_key); W&B's own keys start with _
         {
