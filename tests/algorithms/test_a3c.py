@@ -171,6 +171,21 @@ def test_a3c_without_ray_workers_is_refused_in_one_line():
 # -- on a local Ray: one run serves these tests (actors take seconds to start) -------------------------------
 
 
+def test_num_envs_is_per_actor_learner_and_k_defaults_to_two(local_ray, tmp_path):
+    """The paper's one env per actor-learner with the default K = 2: the run's envs are K · num_envs (a total
+    of num_envs would not split over two workers); nothing starts before the first iteration."""
+    from pgrad.run.config import RunConfig
+    from pgrad.run.trainer import Trainer
+
+    run = RunConfig(env="CartPole-v1", run_dir=str(tmp_path / "r"), progress=False, tensorboard=False)
+    trainer = Trainer(A3C, Config(num_envs=1), run)
+    try:
+        assert trainer.envs.setup.workers == 2 and trainer.envs.setup.num_envs == 2
+        assert trainer.envs.num_envs == 2 and trainer.algo.server is None
+    finally:
+        trainer.close()
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(local_ray, tmp_path_factory):
     """2 workers train 1,600 steps (10 per push, 20 pushes per iteration) and actor-learner 0 is killed during
