@@ -173,17 +173,22 @@ def test_a3c_without_ray_workers_is_refused_in_one_line():
 
 def test_num_envs_is_per_actor_learner_and_k_defaults_to_two(local_ray, tmp_path):
     """The paper's one env per actor-learner with the default K = 2: the run's envs are K · num_envs (a total
-    of num_envs would not split over two workers); nothing starts before the first iteration."""
+    of num_envs would not split over two workers); nothing starts before the first iteration, and the run's
+    end stops its actors even while the caller still holds the trainer (Algorithm.close)."""
     from pgrad.run.config import RunConfig
     from pgrad.run.trainer import Trainer
 
-    run = RunConfig(env="CartPole-v1", run_dir=str(tmp_path / "r"), progress=False, tensorboard=False)
-    trainer = Trainer(A3C, Config(num_envs=1), run)
-    try:
-        assert trainer.envs.setup.workers == 2 and trainer.envs.setup.num_envs == 2
-        assert trainer.envs.num_envs == 2 and trainer.algo.server is None
-    finally:
-        trainer.close()
+    run = RunConfig(env="CartPole-v1", total_steps=10, run_dir=str(tmp_path / "r"), **QUIET)
+    trainer = Trainer(A3C, Config(num_envs=1, pushes_per_iteration=2), run)
+    assert trainer.envs.setup.workers == 2 and trainer.envs.setup.num_envs == 2
+    assert trainer.envs.num_envs == 2 and trainer.algo.server is None
+    trainer.run()
+    mine = f"pgrad-a3c-{trainer.algo.run_id}-"
+    for _ in range(50):  # ray.kill is asynchronous
+        if not [n for n in local_ray.util.list_named_actors() if n.startswith(mine)]:
+            break
+        time.sleep(0.1)
+    assert not [n for n in local_ray.util.list_named_actors() if n.startswith(mine)]
 
 
 @pytest.fixture(scope="module")
