@@ -44,6 +44,7 @@ SCRATCH = {
 # From a prior, Adam's first steps move every weight by ~lr: at 1e-3 one step lowers some tokens' log-probs by
 # several nats, and k3 = r − 1 − log r (r = π_ref/πθ) explodes; 1e-4 keeps the fine-tuning near the prior.
 PRIOR = dict(lr=1e-4)
+LITTLE_ENDIAN = dict(lr=6e-4, beta=0.0, partial_reward=0.5)
 CASES: dict[str, dict[str, Any]] = {
     **{
         f"add1-{adv}": dict(task="add1", advantage=adv, prior=False, budget=600, options=SCRATCH[adv])
@@ -54,6 +55,11 @@ CASES: dict[str, dict[str, Any]] = {
         for adv in ("grpo", "dr_grpo", "rloo")
     },
     "add2-grpo": dict(task="add2", advantage="grpo", prior=False, budget=900, options=SCRATCH["grpo"]),
+    # Little-endian answers (units first: each digit needs only the digits seen and one carry) with partial
+    # credit; no KL to the prior (β = 0 also drops the reference pass) and a larger step. The same options
+    # from scratch are the comparison the issue asks for.
+    "add2le-grpo-prior": dict(task="add2le", advantage="grpo", prior=True, budget=900, options=LITTLE_ENDIAN),
+    "add2le-grpo": dict(task="add2le", advantage="grpo", prior=False, budget=900, options=LITTLE_ENDIAN),
 }
 
 
