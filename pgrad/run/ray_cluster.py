@@ -9,6 +9,7 @@ this machine's cores, once per process: later calls reuse it.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -47,6 +48,7 @@ def connect(address: str | None, feature: str, num_cpus: int | None = None) -> M
                 logging_level="WARNING",
             )
         else:
+            _check_reachable(address, feature)
             ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level="WARNING")
     except ConnectionError as exc:
         raise ConfigError(
@@ -54,6 +56,21 @@ def connect(address: str | None, feature: str, num_cpus: int | None = None) -> M
             "`ray start --head` or leave --ray-address out for a local Ray"
         ) from None
     return ray
+
+
+def _check_reachable(address: str, feature: str, timeout: float = 5.0) -> None:
+    """Refuse a HOST:PORT nobody listens on in one line: Ray itself retries an unreachable head for minutes
+    before it gives up. "auto" and ray:// addresses are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"{feature}: no Ray cluster answers at --ray-address '{address}' ({exc.strerror or exc}); start "
+            "one with `ray start --head` there, or leave --ray-address out for a local Ray"
+        ) from None
 
 
 def cluster_cpus(ray: ModuleType) -> int:

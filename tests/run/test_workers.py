@@ -346,3 +346,14 @@ def test_two_workers_train_ppo_to_solve_cartpole(tmp_path, local_ray):
     assert summary["target_reached"], summary["eval"]
     assert summary["eval"]["mean_return"] >= 475 and summary["global_step"] <= 150_000
     assert np.isfinite(summary["wall_time"])
+
+
+def test_an_unreachable_ray_address_is_refused_in_one_line_at_once():
+    """Ray itself retries a head nobody listens on for minutes; pgrad checks the port first (5 s at most)."""
+    from pgrad.run.ray_cluster import _check_reachable
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"no Ray cluster answers at --ray-address '127\.0\.0\.1:1'"):
+        _check_reachable("127.0.0.1:1", "--workers")
+    assert time.monotonic() - start < 10
+    _check_reachable("auto", "--workers")  # left to Ray: the cluster this machine belongs to
