@@ -155,6 +155,12 @@ class _Contract(gym.Wrapper):
         return self._check_obs(obs, index, "observation after reset"), info
 
 
+def derive_sub_env_seeds(seed: int, num_envs: int) -> list[int]:
+    """The seeds an int reset seed gives `num_envs` sub-envs (SeedSequence(seed).generate_state): also what
+    Ray workers (`pgrad.run.workers`) slice so that their sub-envs start where a local run's do."""
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(num_envs)]
+
+
 class GymVecEnv:
     """N Gymnasium envs stepped in lock-step, returning torch tensors: a `pgrad.envs.base.VecEnv`.
 
@@ -262,7 +268,7 @@ class GymVecEnv:
         if seed is None:
             return None
         if _is_seed(seed):
-            return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(self.num_envs)]
+            return derive_sub_env_seeds(int(seed), self.num_envs)
         if (
             isinstance(seed, Sequence | np.ndarray)
             and not isinstance(seed, str)

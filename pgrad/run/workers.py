@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pgrad.envs.gym import derive_sub_env_seeds
 from pgrad.errors import CheckpointError, ConfigError, EnvError, PgradError
 from pgrad.policies.networks import Policy
 from pgrad.run.ray_cluster import WorkerSetup, cluster_cpus, connect
@@ -57,11 +58,11 @@ MAX_RESTARTS_IN_A_ROW = 3
 
 def sub_env_seeds(seed: int | Sequence[int], num_envs: int) -> list[int]:
     """The per-sub-env seeds a local run's `reset(seed)` gives its `num_envs` sub-envs (as `GymVecEnv`
-    derives them from an int seed: SeedSequence(seed).generate_state(num_envs)), or the given list."""
+    derives them from an int seed: `pgrad.envs.gym.derive_sub_env_seeds`), or the given list."""
     if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
         if seed < 0:
             raise EnvError(f"reset seed must be a non-negative integer, got {seed}")
-        return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(num_envs)]
+        return derive_sub_env_seeds(int(seed), num_envs)
     seeds = list(seed)
     if len(seeds) != num_envs:
         raise EnvError(f"reset seeds: {len(seeds)} given for {num_envs} sub-envs (one per sub-env)")
