@@ -351,3 +351,69 @@ def test_partial_reward_reaches_the_task_from_train_sequences_and_the_cli(tmp_pa
         train_sequences("digitsum", "grpo", partial_reward=0.2, run_dir=str(tmp_path / "d"), **tiny)
     with pytest.raises(ConfigError, match="format_reward \\+ partial_reward must be < 1"):
         train_sequences("add2", "grpo", partial_reward=0.9, run_dir=str(tmp_path / "e"), **tiny)
+
+
+def _iteration_with_rewards(algo: SequenceGRPO, rewards: list[list[float]]) -> tuple[dict, list, dict]:
+    """Run one iteration whose sampled rewards are `rewards` (one row per group); the batch, the minibatches
+    `_step` received and the iteration's metrics."""
+    sample, step, seen = algo.sample, algo._step, []
+    batch = {}
+
+    def fixed_sample():
+        batch.update(sample())
+        batch["reward"] = torch.tensor(rewards).reshape(-1)
+        return dict(batch)
+
+    def spy_step(mb):
+        seen.append(mb)
+        return step(mb)
+
+    algo.sample, algo._step = fixed_sample, spy_step
+    return batch, seen, algo.iteration()
+
+
+def test_dropping_uniform_groups_updates_on_the_informative_rows_only():
+    rewards = [[1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 0.1, 0.0], [0.1, 0.1, 0.1, 0.1], [1.0, 0.0, 0.0, 0.0]]
+    algo = _algo(beta=0.0, drop_uniform_groups=True, update_epochs=2, num_minibatches=2)
+    batch, seen, metrics = _iteration_with_rewards(algo, rewards)
+    assert len(seen) == 4 and metrics["stats/zero_advantage_groups"] == 0.5
+    informative = batch["prompt"][4:8].tolist() + batch["prompt"][12:16].tolist()
+    for first, second in ((seen[0], seen[1]), (seen[2], seen[3])):  # each pass: rows 4-7 and 12-15 once
+        rows = torch.cat([first["reward"], second["reward"]])
+        assert sorted(rows.tolist()) == pytest.approx(sorted(rewards[1] + rewards[3]))
+        assert sorted(first["prompt"].tolist() + second["prompt"].tolist()) == sorted(informative)
+    # without the option every row is updated on
+    algo = _algo(beta=0.0, update_epochs=1, num_minibatches=1)
+    _, seen, _ = _iteration_with_rewards(algo, rewards)
+    assert [len(mb["reward"]) for mb in seen] == [16]
+
+
+def test_uniform_groups_add_nothing_to_the_policy_gradient():
+    # the policy term's gradient on the informative rows alone is the full batch's, scaled by N / N_kept
+    algo = _algo(beta=0.0)
+    batch = algo.sample()
+    batch["reward"] = torch.tensor([1.0] * 4 + [0.0, 1.0, 0.1, 0.0] + [0.1] * 4 + [1.0, 0.0, 0.0, 0.0])
+    algo.estimate(batch)
+    keep = torch.tensor([False] * 4 + [True] * 4 + [False] * 4 + [True] * 4)
+
+    def grads(rows):
+        mb = {k: v[rows] for k, v in batch.items()}
+        new = algo.policy.completion_log_probs(mb["prompt"], mb["prompt_mask"], mb["tokens"], mb["mask"])
+        loss, _ = sequence_loss(
+            new.log_probs, mb["old_log_prob"], mb["advantage"], mb["mask"], mb["norm"], 0.2
+        )
+        return torch.autograd.grad(loss, list(algo.policy.parameters()))
+
+    full, kept = grads(torch.ones(16, dtype=torch.bool)), grads(keep)
+    for f, k in zip(full, kept, strict=True):
+        torch.testing.assert_close(k, f * 2.0, rtol=1e-5, atol=1e-7)
+    assert max(float(f.abs().max()) for f in full) > 0
+
+
+def test_an_iteration_of_uniform_groups_makes_no_update():
+    algo = _algo(beta=0.0, drop_uniform_groups=True, ent_coef=0.1)
+    before = [p.detach().clone() for p in algo.policy.parameters()]
+    _, seen, metrics = _iteration_with_rewards(algo, [[1.0] * 4, [0.0] * 4, [0.1] * 4, [1.0] * 4])
+    assert seen == [] and metrics["stats/zero_advantage_groups"] == 1.0
+    assert "loss/policy" not in metrics and "charts/success_rate" in metrics
+    assert all(torch.equal(b, p) for b, p in zip(before, algo.policy.parameters(), strict=True))

@@ -111,6 +111,11 @@ class Config(ModelConfig):
     """Global gradient-norm clip (0: none)."""
     ent_coef: float = 0.0
     """Entropy bonus: adds ent_coef · Σ_it w_it H_it to J (same token weights as the surrogate)."""
+    drop_uniform_groups: bool = False
+    """Leave groups whose rewards are all equal out of the update (DAPO's dynamic-sampling filter, without its
+    re-sampling): their Â is 0, so they add nothing to the policy gradient, only entropy-bonus and KL terms,
+    and they cost a forward and backward pass each. N is then the minibatch's informative completions; an
+    iteration whose groups are all uniform makes no update."""
     eval_every: int = 10
     """Greedy exact-match evaluation every this many iterations (and at the end)."""
     eval_prompts: int = 200
@@ -290,25 +295,25 @@ class SequenceGRPO:
         batch = self.sample()
         self.estimate(batch)
         rewards_BG = batch["reward"].view(config.prompts_per_iter, config.group_size)
-        lengths_N = batch["mask"].sum(1)
+        uniform_B = (rewards_BG == rewards_BG[:, :1]).all(1)
+        metrics = {
+            "charts/success_rate": float(batch["success"].mean()),
+            "charts/reward_mean": float(batch["reward"].mean()),
+            "stats/completion_length": float(batch["mask"].sum(1).float().mean()),
+            "stats/zero_advantage_groups": float(uniform_B.float().mean()),
+        }
+        if config.drop_uniform_groups:
+            informative_N = (~uniform_B).repeat_interleave(config.group_size)
+            batch = {k: v[informative_N] for k, v in batch.items()}
         sums: dict[str, Any] = {}
         count = 0
         N = batch["tokens"].shape[0]
-        for _ in range(config.update_epochs):
+        for _ in range(config.update_epochs if N else 0):
             order = torch.randperm(N, generator=self.generator)
             for rows in order.chunk(config.num_minibatches):
                 accumulate(sums, self._step({k: v[rows] for k, v in batch.items()}))
                 count += 1
-        metrics = mean_metrics(sums, count)
-        metrics.update(
-            {
-                "charts/success_rate": float(batch["success"].mean()),
-                "charts/reward_mean": float(batch["reward"].mean()),
-                "stats/completion_length": float(lengths_N.float().mean()),
-                "stats/zero_advantage_groups": float((rewards_BG == rewards_BG[:, :1]).all(1).float().mean()),
-            }
-        )
-        return metrics
+        return {**mean_metrics(sums, count), **metrics}
 
     def _step(self, mb: dict[str, Tensor]) -> dict[str, Tensor]:
         config = self.config
