@@ -6,12 +6,15 @@ benchmarks/results/sequences_runs.jsonl. ``--report`` turns that file into bench
 sequences.png (one line per run: exact match vs samples).
 
     python benchmarks/sequences.py --cases add1-grpo add1-dr_grpo add1-rloo --seeds 0 1
-    python benchmarks/sequences.py --cases add2-grpo-prior add2-grpo --seeds 0
+    python benchmarks/sequences.py --cases add2le-1layer-grpo-prior add2le-1layer-grpo --seeds 0 1 2 3 4
     python benchmarks/sequences.py --report
 
 Prior cases first fit a BC policy to 200 demonstrations of the task (`pgrad.algorithms.sequences.bc`,
-default options: 200 epochs) and start GRPO from it, with it as the KL reference (β = 0.04). A "sample" is one
+default options: 200 epochs, the case's model) and start GRPO from it (the add2 cases with it as the KL
+reference, β = 0.04; the add2le cases with β = 0). The budget includes BC's seconds. A "sample" is one
 sampled completion; BC's demonstrations are not counted in the RL samples (they are listed separately).
+The add2le-1layer cases are the acceptance runs of two-digit addition: one transformer block, uniform
+groups left out of the update, sampling temperature 1.5; `add2le-1layer-grpo` is the same run from scratch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,13 @@ SCRATCH = {
 # several nats, and k3 = r − 1 − log r (r = π_ref/πθ) explodes; 1e-4 keeps the fine-tuning near the prior.
 PRIOR = dict(lr=1e-4)
 LITTLE_ENDIAN = dict(lr=6e-4, beta=0.0, partial_reward=0.5, ent_coef=0.01)  # the bonus: seed 1 0.64 → 0.83
+# One transformer block generalises from 200 demonstrations about twice as well as two (BC exact match 0.10-
+# 0.32 vs 0.03-0.17 over seeds 0-4) and costs half as much per sample; the all-equal groups (75-100 % late in
+# a run) carry no policy gradient, and skipping them in the update makes an iteration ~3x cheaper. Sampling
+# at temperature 1.5 keeps the groups of a confidently wrong answer diverse: at 1.0 seed 0 sat at 0.875 for
+# 10 minutes with every group uniform; at 1.5 it reached 0.905 in 173 s.
+ONE_LAYER = dict(n_layers=1)
+LITTLE_ENDIAN_FAST = dict(LITTLE_ENDIAN, drop_uniform_groups=True, temperature=1.5)
 CASES: dict[str, dict[str, Any]] = {
     **{
         f"add1-{adv}": dict(task="add1", advantage=adv, prior=False, budget=600, options=SCRATCH[adv])
@@ -60,6 +70,17 @@ CASES: dict[str, dict[str, Any]] = {
     # from scratch are the comparison the issue asks for.
     "add2le-grpo-prior": dict(task="add2le", advantage="grpo", prior=True, budget=900, options=LITTLE_ENDIAN),
     "add2le-grpo": dict(task="add2le", advantage="grpo", prior=False, budget=900, options=LITTLE_ENDIAN),
+    # The acceptance runs: a one-layer model, uniform groups left out of the update, temperature 1.5; scratch
+    # with the same options. The same recipe on big-endian add2 is the check that the answer's order is all
+    # that add2le changes.
+    **{
+        f"{task}-1layer-{adv}{suffix}": dict(
+            task=task, advantage=adv, prior=prior, budget=900, model=ONE_LAYER, options=LITTLE_ENDIAN_FAST
+        )
+        for task in ("add2le", "add2")
+        for adv in ("grpo", "dr_grpo", "rloo")
+        for prior, suffix in ((True, "-prior"), (False, ""))
+    },
 }
 
 
@@ -80,10 +101,13 @@ def run_case(name: str, seed: int, target: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         bc_seconds, bc_match = 0.0, None
         options = dict(case["options"])
+        model = case.get("model", {})  # the architecture: of the BC policy, or of the fresh one
         if case["prior"]:
-            bc = train_bc(case["task"], demonstrations=200, run_dir=f"{tmp}/bc", seed=seed)
+            bc = train_bc(case["task"], demonstrations=200, run_dir=f"{tmp}/bc", seed=seed, **model)
             bc_seconds, bc_match = bc["seconds"], bc["exact_match"]
             options["init_from"] = f"{tmp}/bc"
+        else:
+            options.update(model)
         summary = train_sequences(
             case["task"],
             case["advantage"],
@@ -103,7 +127,7 @@ def run_case(name: str, seed: int, target: float) -> dict[str, Any]:
         "case": name,
         "seed": seed,
         **{k: case[k] for k in ("task", "advantage", "prior", "budget")},
-        "options": case["options"],
+        "options": {**case.get("model", {}), **case["options"]},
         "bc_seconds": bc_seconds,
         "bc_exact_match": bc_match,
         "samples": summary["samples"],
@@ -114,6 +138,11 @@ def run_case(name: str, seed: int, target: float) -> dict[str, Any]:
         "load": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def family(run: dict[str, Any]) -> str:
+    """A run's panel: its task, and the model when it is not the default (add2le, one layer)."""
+    return run["task"] + (", one layer" if run["options"].get("n_layers") == 1 else "")
 
 
 def report() -> None:
@@ -145,17 +174,19 @@ def report() -> None:
         )
     lines += ["", "![exact match vs samples](sequences.png)", ""]
     (RESULTS / "sequences.md").write_text("\n".join(lines))
-    tasks = sorted({r["task"] for r in runs})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    families = sorted({family(r) for r in runs})  # add1, add2, add2le, add2le, one layer, ...
+    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), squeeze=False)
     colors = {"grpo": "C0", "dr_grpo": "C1", "rloo": "C2"}
-    for ax, task in zip(axes[0], tasks, strict=True):
+    for ax, name in zip(axes[0], families, strict=True):
         seen = set()
         for r in runs:
-            if r["task"] != task:
+            if family(r) != name:
                 continue
             label = f"{r['advantage']} {'prior' if r['prior'] else 'scratch'}"
             if "ent_coef" in r["options"]:
                 label += f" (ent {r['options']['ent_coef']})"
+            if "temperature" in r["options"]:
+                label += f" T {r['options']['temperature']}"
             xs = [c[0] for c in r["curve"]]
             ys = [c[1] for c in r["curve"]]
             style = "-" if r["prior"] else "--"
@@ -164,7 +195,8 @@ def report() -> None:
             ax.plot(xs, ys, style, color=colors[r["advantage"]], label=None if label in seen else label)
             seen.add(label)
         ax.axhline(0.9, color="grey", lw=0.5)
-        ax.set(title=task, xlabel="RL samples (completions)", ylabel="greedy exact match", ylim=(0, 1))
+        ax.set(title=name, xlabel="RL samples (completions)", ylabel="greedy exact match", ylim=(0, 1))
+        ax.set_xscale("log")  # runs span 10^4-10^7 samples; 3x is the same distance everywhere
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "sequences.png", dpi=100)
