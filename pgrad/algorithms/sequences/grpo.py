@@ -114,8 +114,9 @@ class Config(ModelConfig):
     drop_uniform_groups: bool = False
     """Leave groups whose rewards are all equal out of the update (DAPO's dynamic-sampling filter, without its
     re-sampling): their Â is 0, so they add nothing to the policy gradient, only entropy-bonus and KL terms,
-    and they cost a forward and backward pass each. N is then the minibatch's informative completions; an
-    iteration whose groups are all uniform makes no update."""
+    and they cost a forward and backward pass each. N is then the minibatch's informative completions (and
+    the update's metrics, entropy included, describe those); an iteration of uniform groups makes no
+    update."""
     eval_every: int = 10
     """Greedy exact-match evaluation every this many iterations (and at the end)."""
     eval_prompts: int = 200
